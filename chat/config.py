@@ -1,0 +1,85 @@
+"""All configuration, resolved once and passed down.
+
+Provider variables keep the SDKs' own names (``OPENAI_API_KEY``,
+``OPENAI_BASE_URL``, ``ANTHROPIC_API_KEY``, ``ANTHROPIC_BASE_URL``,
+``OLLAMA_HOST``); the app's own settings use the ``CHAT_`` prefix. Values come
+from the environment, then from a dotenv file (``.env`` in the working
+directory unless ``CHAT_ENV_FILE`` names another; ``CHAT_ENV_FILE=`` disables it).
+Keys are ``SecretStr``: they never print.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "load_settings"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CHAT_",
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    # -- providers (SDK names, no prefix) ----------------------------------
+    openai_api_key: SecretStr | None = Field(None, validation_alias="OPENAI_API_KEY")
+    openai_base_url: str | None = Field(None, validation_alias="OPENAI_BASE_URL")
+    anthropic_api_key: SecretStr | None = Field(None, validation_alias="ANTHROPIC_API_KEY")
+    anthropic_base_url: str | None = Field(None, validation_alias="ANTHROPIC_BASE_URL")
+    ollama_host: str = Field("http://localhost:11434", validation_alias="OLLAMA_HOST")
+
+    # -- catalogue -----------------------------------------------------------
+    models_file: Path | None = Field(
+        None, validation_alias=AliasChoices("CHAT_MODELS_FILE", "models_file")
+    )
+    default_model: str = "auto"
+    ollama_tier: str = "fast"
+    ollama_context_window: int = Field(8192, gt=0)
+    ollama_enabled: bool = True
+
+    # -- embedded model ------------------------------------------------------
+    local_model_enabled: bool = True
+    local_model_path: Path | None = None
+    local_pool_size: int = Field(2, ge=1, le=16)
+    local_threads: int = Field(0, ge=0)  # 0: cores / pool size, at least 1
+    local_n_ctx: int = Field(0, ge=0)  # 0: the GGUF's training context
+    local_warmup: bool = True
+
+    # -- requests ------------------------------------------------------------
+    system_prompt: str = "You are a helpful assistant."
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    max_output_tokens: int = Field(1024, ge=1)
+    max_message_chars: int = Field(100_000, ge=1)
+    connect_timeout: float = Field(10.0, gt=0)
+
+    # -- router --------------------------------------------------------------
+    first_token_timeout: float = Field(30.0, gt=0)
+    stall_timeout: float = Field(20.0, gt=0)
+    max_retries: int = Field(2, ge=0)
+    retry_base_delay: float = Field(0.5, ge=0)
+    retry_max_delay: float = Field(4.0, ge=0)
+    cooldown_seconds: float = Field(60.0, ge=0)
+    fallback_depth: int = Field(4, ge=1)
+
+    # -- context management --------------------------------------------------
+    max_context_tokens: int = Field(8000, gt=0)
+    summary_threshold: int = Field(6000, gt=0)
+    summary_model: str = ""  # empty: the fast tier through the router
+    summary_max_tokens: int = Field(400, gt=0)
+
+    # -- UI / server ---------------------------------------------------------
+    concurrency_limit: int = Field(64, ge=1)
+    max_threads: int = Field(200, ge=1)
+    stream_interval_ms: float = Field(40.0, ge=0)
+    history_secret: SecretStr | None = None
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment and the dotenv file named by ``CHAT_ENV_FILE``."""
+    env_file = os.environ.get("CHAT_ENV_FILE", ".env") or None
+    return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
