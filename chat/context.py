@@ -1,0 +1,573 @@
+"""Context management: what part of a conversation goes upstream, and in what form.
+
+Each turn the chat service hands the whole history (past turns plus the latest
+user message) to ``ContextManager.prepare``, which yields notices and then one
+``PreparedContext``. What goes upstream, in order: the system prompt, the
+rolling summary as a second system message (``SUMMARY_HEADER`` + text) when
+older turns have been folded, then the recent turns verbatim, ending with the
+latest user message.
+
+Budget. ``budget_for`` gives the request's input budget in provider tokens:
+``min(CHAT_MAX_CONTEXT_TOKENS, smallest candidate window) - reserved output``.
+Planning happens in raw estimate units (``chat.tokens``): the budget and the
+threshold are divided by the worst calibration scale among the candidate models.
+
+Planning (``plan``, a pure function of the history, the limits and the cached
+summaries found for this history):
+
+1. If the request — system prompt, summary, verbatim turns — fits under the
+   threshold (``min(CHAT_SUMMARY_THRESHOLD, budget)``), send it. Among cached
+   summaries the one covering the *fewest* turns that fits is used, so switching
+   to a model with a larger window brings turns back verbatim.
+2. Otherwise fold: the furthest cached summary plus the next turns become a new
+   summary. The cut falls before a user message; the latest user message and the
+   exchange before it stay verbatim; enough turns are folded to bring the
+   request down to half the threshold, so the next fold is a threshold crossing
+   away. One summarizer call takes at most ``fold_input`` tokens of history; a
+   longer span is folded in several incremental steps.
+3. If that cannot get under the threshold, the budget is the hard limit: the
+   exchange before the latest message may be folded too, and as a last resort
+   the summary is left out (reported as ``ContextTrimmed``).
+
+Caching. A summary is stored under the hash of exactly the messages it covers
+(a running BLAKE2b over each message's role and content digest), in a bounded
+in-memory LRU shared by all conversations. A stateless caller that resends the
+whole history each turn therefore finds its summary again, with no model call;
+two conversations share a summary only if their covered messages are identical.
+Per-message token counts and digests are cached by content (an LRU bounded by
+characters), so a turn costs one dictionary lookup per message, not a recount.
+
+Failure. If a fold fails (the summarizer raises, times out or returns nothing),
+the oldest turns after the last good summary are dropped instead, a
+``ContextTrimmed`` notice says so, and that fold is not retried for
+``retry_fold_after`` seconds (turns are trimmed meanwhile, without model calls);
+a later successful fold covers the dropped turns again. Error text never goes
+into a summary. A latest message that cannot fit even alone raises
+``chat.errors.InputError`` with both numbers.
+
+Recovery. ``prepare(..., harder=True)`` plans for half the budget (but at least
+what the latest message needs): use it for the one retry after a provider says
+``ContextLengthExceeded``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import hashlib
+import math
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from .config import Settings
+from .errors import ChatError, InputError, ProviderError
+from .events import ContextTrimmed, Event, SummaryInUse, Summarizing
+from .messages import Message
+from .summarizer import Summarizer
+from .tokens import TokenCounter
+
+__all__ = [
+    "SUMMARY_HEADER",
+    "ContextManager",
+    "Fold",
+    "Limits",
+    "PreparedContext",
+    "Summary",
+    "Use",
+    "View",
+    "plan",
+    "plan_trim",
+]
+
+SUMMARY_HEADER = "Summary of the earlier conversation:\n"
+
+_ROOT = b"relay-chat/summary/v1"
+_ROLE_TAG = {"user": b"u", "assistant": b"a"}
+# A summary message is bounded by the summarizer's max_tokens; the estimate of
+# the same text may disagree with the model's tokenizer, so leave 25% slack.
+_SUMMARY_SLACK = 1.25
+# Instructions and framing of a summarizer request, on top of the turns.
+_FOLD_PROMPT_TOKENS = 600
+
+
+# -- results -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedContext:
+    """The request to send, and what planning did.
+
+    ``messages``         system prompt, summary (if any), recent turns, latest user message
+    ``estimated_tokens`` raw estimate of the whole request; pass it to ``observe``
+    ``budget_tokens``    the input budget planned for (provider tokens; halved when harder)
+    ``summary_turns``    how many of the oldest messages the summary covers (0: none)
+    ``dropped_turns``    how many messages were left out without a summary
+    ``summarized``       a summarizer call succeeded during this ``prepare``
+    """
+
+    messages: tuple[Message, ...]
+    estimated_tokens: int
+    budget_tokens: int
+    summary_turns: int = 0
+    dropped_turns: int = 0
+    summarized: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """A cached summary of the first ``covers`` messages of a conversation."""
+
+    text: str
+    covers: int
+    tokens: int  # raw tokens of the summary system message
+
+
+# -- the pure planner --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Raw-token limits for one plan."""
+
+    budget: int  # the request may not exceed this
+    threshold: int  # above this, older turns are folded
+    target: int  # a fold aims to bring the request down to this
+    reserve: int  # room set aside for a new summary message
+    fold_input: int  # history tokens one summarizer call may take
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """What the planner needs to know about a history, computed once per turn.
+
+    ``suffix[k]`` is the raw tokens of messages ``k:`` (overhead included);
+    ``boundaries`` the indices ``k >= 1`` of user messages (valid cuts), ascending;
+    ``keep_from`` the latest cut that keeps the exchange before the latest user
+    message verbatim (0 when there is none); ``fixed`` the system prompt plus
+    reply priming.
+    """
+
+    suffix: Sequence[int]
+    boundaries: Sequence[int]
+    keep_from: int
+    fixed: int
+
+    @property
+    def last(self) -> int:
+        return len(self.suffix) - 2
+
+
+@dataclass(frozen=True, slots=True)
+class Use:
+    """Send messages ``start:`` verbatim, after ``summary`` (which covers ``:summary.covers``)."""
+
+    start: int
+    summary: Summary | None
+
+    @property
+    def dropped(self) -> int:
+        return self.start - (self.summary.covers if self.summary else 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Fold:
+    """Summarize ``previous`` (covering ``:base``) plus messages ``base:end``."""
+
+    base: int
+    previous: Summary | None
+    end: int
+
+
+def _total(view: View, start: int, summary: Summary | None) -> int:
+    return view.fixed + (summary.tokens if summary else 0) + view.suffix[start]
+
+
+def plan(view: View, found: Mapping[int, Summary], limits: Limits) -> Use | Fold:
+    """The next step for a history, given the cached summaries ``found`` (by ``covers``).
+
+    Call again after each ``Fold`` (with its result cached) until it returns ``Use``.
+    Each ``Fold`` ends further than any summary in ``found``, so this terminates.
+    The caller has checked that the latest message fits the budget alone.
+    """
+    starts = sorted({0, *found})
+
+    def summary_at(k: int) -> Summary | None:
+        return found.get(k) if k else None
+
+    # 1. under the threshold, keeping the exchange before the latest message
+    for k in starts:
+        if k <= view.keep_from and _total(view, k, summary_at(k)) <= limits.threshold:
+            return Use(k, summary_at(k))
+    base = max(k for k in starts if k <= view.keep_from)
+    end = _fold_end(view, base, summary_at(base), view.keep_from, limits.target, limits)
+    if end is not None:
+        return Fold(base, summary_at(base), end)
+
+    # 2. under the budget, folding into the kept exchange if need be
+    for k in starts:
+        if _total(view, k, summary_at(k)) <= limits.budget:
+            return Use(k, summary_at(k))
+    base = starts[-1]
+    end = _fold_end(view, base, summary_at(base), view.last, limits.budget, limits)
+    if end is not None:
+        return Fold(base, summary_at(base), end)
+
+    # 3. the summary itself does not fit next to the latest message
+    return Use(view.last, None)
+
+
+def _fold_end(
+    view: View, base: int, previous: Summary | None, upper: int, goal: int, limits: Limits
+) -> int | None:
+    """Where a fold from ``base`` should end (a boundary in ``(base, upper]``), or None."""
+    lo = bisect.bisect_right(view.boundaries, base)
+    hi = bisect.bisect_right(view.boundaries, upper)
+    if lo >= hi:
+        return None
+    room = goal - view.fixed - limits.reserve
+    wanted = view.boundaries[hi - 1]
+    for b in view.boundaries[lo:hi]:
+        if view.suffix[b] <= room:
+            wanted = b
+            break
+    # Bound one summarizer call; always fold at least one turn.
+    carried = previous.tokens if previous else 0
+    end = view.boundaries[lo]
+    for b in view.boundaries[lo + 1 : hi]:
+        if b > wanted or carried + view.suffix[base] - view.suffix[b] > limits.fold_input:
+            break
+        end = b
+    return end
+
+
+def plan_trim(view: View, base: int, previous: Summary | None, limits: Limits) -> Use:
+    """Drop the fewest turns after ``base`` (keeping ``previous``) that fit; for failed folds."""
+    for upper, goal in ((view.keep_from, limits.threshold), (view.last, limits.budget)):
+        lo = bisect.bisect_right(view.boundaries, base)
+        hi = bisect.bisect_right(view.boundaries, upper)
+        for b in view.boundaries[lo:hi]:
+            if _total(view, b, previous) <= goal:
+                return Use(b, previous)
+    return Use(view.last, None)
+
+
+# -- caches ------------------------------------------------------------------------
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class _LRU(Generic[K, V]):
+    """A thread-safe LRU bounded by total weight (entries by default)."""
+
+    def __init__(self, max_weight: int, weigh: Callable[[K, V], int] = lambda k, v: 1) -> None:
+        self.max_weight = max_weight
+        self._weigh = weigh
+        self._items: OrderedDict[K, V] = OrderedDict()
+        self._weight = 0
+        self.lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, key: K) -> V | None:
+        with self.lock:
+            return self.get_locked(key)
+
+    def get_locked(self, key: K) -> V | None:
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def put(self, key: K, value: V) -> None:
+        with self.lock:
+            self.put_locked(key, value)
+
+    def put_locked(self, key: K, value: V) -> None:
+        old = self._items.pop(key, None)
+        if old is not None:
+            self._weight -= self._weigh(key, old)
+        self._items[key] = value
+        self._weight += self._weigh(key, value)
+        while self._weight > self.max_weight and len(self._items) > 1:
+            k, v = self._items.popitem(last=False)
+            self._weight -= self._weigh(k, v)
+
+    def pop(self, key: K) -> None:
+        with self.lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self._weight -= self._weigh(key, old)
+
+
+# -- the manager ---------------------------------------------------------------------
+
+
+class ContextManager:
+    """Plans each request's context; folds, caches and trims. One per app, shared.
+
+    ``summarizer`` makes summaries (``chat.summarizer.RouterSummarizer`` in the
+    app); ``counter`` estimates tokens and holds per-model calibration.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        summarizer: Summarizer,
+        counter: TokenCounter | None = None,
+        *,
+        max_summaries: int = 4096,
+        max_cached_chars: int = 20_000_000,
+        retry_fold_after: float = 60.0,
+        fold_timeout: float | None = 90.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.summarizer = summarizer
+        self.counter = counter or TokenCounter()
+        self.retry_fold_after = retry_fold_after
+        self.fold_timeout = fold_timeout
+        self._clock = clock
+        # content -> (raw tokens of the text, 16-byte digest)
+        self._records: _LRU[str, tuple[int, bytes]] = _LRU(
+            max_cached_chars, lambda content, _: len(content) + 64
+        )
+        self._summaries: _LRU[bytes, Summary] = _LRU(max_summaries)
+        self._failed: _LRU[bytes, float] = _LRU(max_summaries)
+        header = self.counter.message(Message("system", SUMMARY_HEADER))
+        self._reserve = math.ceil(settings.summary_max_tokens * _SUMMARY_SLACK) + header
+        self._fold_input = max(
+            1000, settings.max_context_tokens - settings.summary_max_tokens - _FOLD_PROMPT_TOKENS
+        )
+
+    # -- public API --------------------------------------------------------------
+
+    def budget_for(self, windows: Sequence[int], reserve_output: int) -> int:
+        """The input budget in provider tokens for a request that may go to any of ``windows``.
+
+        ``min(CHAT_MAX_CONTEXT_TOKENS, *windows) - reserve_output``, where the
+        reserve is capped at half that cap so a small window still takes a
+        message (clamp the request's ``max_tokens`` accordingly). Pass the
+        windows of every model the router may pick (Auto and fallbacks).
+        """
+        cap = min([self.settings.max_context_tokens, *windows])
+        return cap - min(reserve_output, cap // 2)
+
+    def observe(self, model_id: str, estimated_input_tokens: int, reported_input_tokens: int) -> float:
+        """Calibrate ``model_id`` with a reported input count; see ``TokenCounter.observe``.
+
+        ``estimated_input_tokens`` is ``PreparedContext.estimated_tokens`` of that request;
+        ``model_id`` the model that actually answered. Returns the model's new scale.
+        """
+        return self.counter.observe(model_id, estimated_input_tokens, reported_input_tokens)
+
+    async def prepare(
+        self,
+        system_prompt: str,
+        history: Sequence[Message],
+        budget_tokens: int,
+        *,
+        model_ids: Sequence[str] = (),
+        harder: bool = False,
+    ) -> AsyncIterator[Event | PreparedContext]:
+        """Plan the request for ``history``; yield notices, then one ``PreparedContext``.
+
+        ``history`` holds user and assistant messages only, ending with the latest
+        user message (system prompt apart). ``budget_tokens`` comes from
+        ``budget_for``; ``model_ids`` are the candidate models, whose worst
+        calibration applies. ``harder=True`` plans for half the budget.
+
+        Yields ``Summarizing(turns)`` before each summarizer call,
+        ``ContextTrimmed(turns, reason)`` when turns are dropped without a summary,
+        ``SummaryInUse(turns, text)`` when the request carries a summary, and last
+        the ``PreparedContext``. Raises ``InputError`` when the latest message
+        cannot fit the budget even alone, ``ValueError`` on a malformed history.
+        """
+        _check_history(history)
+        scale = max((self.counter.scale(m) for m in model_ids), default=1.0)
+        view, keys, digests = self._view(system_prompt, history)
+
+        latest = view.suffix[view.last]
+        room = budget_tokens - math.ceil(view.fixed * scale)
+        if math.ceil(latest * scale) > room:
+            raise InputError(
+                f"Your message is about {math.ceil(latest * scale):,} tokens; the most this "
+                f"model can take is {max(room, 0):,}. Shorten it or pick a model with a "
+                "larger context window."
+            )
+        budget = budget_tokens
+        if harder:
+            budget = max(budget_tokens // 2, math.ceil((view.fixed + latest) * scale))
+        limits = self._limits(budget, scale)
+
+        summarized = False
+        trimmed: Use | None = None
+        for _ in range(len(history) + 1):  # each fold ends further on; this is a safety bound
+            found = self._found(keys)
+            step = plan(view, found, limits)
+            if isinstance(step, Use):
+                break
+            failure_key = self._failure_key(step.base, keys, digests)
+            failed_at = self._failed.get(failure_key)
+            if failed_at is not None and self._clock() - failed_at < self.retry_fold_after:
+                trimmed = plan_trim(view, step.base, step.previous, limits)
+                reason = "summarizing failed recently; older turns were left out"
+                break
+            yield Summarizing(step.end - step.base)
+            try:
+                text = await self._summarize(step.previous, history[step.base : step.end])
+            except Exception as exc:  # any failure of the fold: trim instead (see module doc)
+                self._failed.put(failure_key, self._clock())
+                trimmed = plan_trim(view, step.base, step.previous, limits)
+                reason = f"summarizing failed ({_describe(exc)}); older turns were left out"
+                break
+            self._failed.pop(failure_key)
+            tokens = self.counter.message(Message("system", SUMMARY_HEADER + text))
+            self._summaries.put(keys[step.end], Summary(text, step.end, tokens))
+            summarized = True
+        else:  # pragma: no cover - plan() guarantees progress
+            raise RuntimeError("context planning did not converge")
+
+        if trimmed is not None:
+            step = trimmed
+            if step.dropped:
+                yield ContextTrimmed(step.dropped, reason)
+        elif step.dropped:
+            yield ContextTrimmed(
+                step.dropped, "the summary did not fit next to your message; older turns were left out"
+            )
+        messages: list[Message] = []
+        if system_prompt:
+            messages.append(Message("system", system_prompt))
+        if step.summary is not None:
+            messages.append(Message("system", SUMMARY_HEADER + step.summary.text))
+            yield SummaryInUse(step.summary.covers, step.summary.text)
+        messages.extend(history[step.start :])
+        yield PreparedContext(
+            messages=tuple(messages),
+            estimated_tokens=_total(view, step.start, step.summary),
+            budget_tokens=budget,
+            summary_turns=step.summary.covers if step.summary else 0,
+            dropped_turns=step.dropped,
+            summarized=summarized,
+        )
+
+    # -- internals ---------------------------------------------------------------
+
+    def _limits(self, budget: int, scale: float) -> Limits:
+        threshold = min(self.settings.summary_threshold, budget)
+        raw_budget = int(budget / scale)
+        raw_threshold = int(threshold / scale)
+        return Limits(
+            budget=raw_budget,
+            threshold=raw_threshold,
+            target=raw_threshold // 2,
+            reserve=self._reserve,
+            fold_input=self._fold_input,
+        )
+
+    def _view(
+        self, system_prompt: str, history: Sequence[Message]
+    ) -> tuple[View, dict[int, bytes], list[bytes]]:
+        """Token suffix sums, cut points and the cache key of every cut, in one pass."""
+        tokens, digests = self._lookup(history)
+        overhead = self.counter.message_overhead
+        n = len(history)
+        suffix = [0] * (n + 1)
+        running = 0
+        for i in range(n - 1, -1, -1):
+            running += tokens[i] + overhead
+            suffix[i] = running
+        boundaries: list[int] = []
+        keys: dict[int, bytes] = {}
+        h = hashlib.blake2b(_ROOT, digest_size=16)
+        for i, message in enumerate(history):
+            if i and message.role == "user":
+                boundaries.append(i)
+                keys[i] = h.copy().digest()
+            h.update(_ROLE_TAG[message.role] + digests[i])
+        keep_from = boundaries[-2] if len(boundaries) >= 2 else 0
+        fixed = self.counter.reply_priming
+        if system_prompt:
+            fixed += self.counter.message(Message("system", system_prompt))
+        return View(suffix, boundaries, keep_from, fixed), keys, digests
+
+    def _lookup(self, history: Sequence[Message]) -> tuple[list[int], list[bytes]]:
+        """Raw text tokens and content digests per message, from the cache where possible."""
+        tokens: list[int] = [0] * len(history)
+        digests: list[bytes] = [b""] * len(history)
+        missing: list[int] = []
+        records = self._records
+        with records.lock:
+            for i, message in enumerate(history):
+                record = records.get_locked(message.content)
+                if record is None:
+                    missing.append(i)
+                else:
+                    tokens[i], digests[i] = record
+        if missing:
+            fresh: dict[str, tuple[int, bytes]] = {}
+            for i in missing:
+                content = history[i].content
+                record = fresh.get(content)
+                if record is None:
+                    digest = hashlib.blake2b(content.encode("utf-8", "surrogatepass"), digest_size=16)
+                    record = fresh[content] = (self.counter.text(content), digest.digest())
+                tokens[i], digests[i] = record
+            with records.lock:
+                for content, record in fresh.items():
+                    records.put_locked(content, record)
+        return tokens, digests
+
+    def _found(self, keys: Mapping[int, bytes]) -> dict[int, Summary]:
+        summaries = self._summaries
+        found: dict[int, Summary] = {}
+        with summaries.lock:
+            for k, key in keys.items():
+                summary = summaries.get_locked(key)
+                if summary is not None:
+                    found[k] = summary
+        return found
+
+    @staticmethod
+    def _failure_key(base: int, keys: Mapping[int, bytes], digests: Sequence[bytes]) -> bytes:
+        # The conversation at this base: what the base summary covers plus the next message.
+        return hashlib.blake2b(keys.get(base, _ROOT) + digests[base], digest_size=16).digest()
+
+    async def _summarize(self, previous: Summary | None, turns: Sequence[Message]) -> str:
+        call = self.summarizer.summarize(previous.text if previous else None, turns)
+        if self.fold_timeout is None:
+            text = await call
+        else:
+            async with asyncio.timeout(self.fold_timeout):
+                text = await call
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError("the summary was empty")
+        return text.strip()
+
+
+def _check_history(history: Sequence[Message]) -> None:
+    if not history:
+        raise ValueError("history is empty: it must end with the latest user message")
+    if history[-1].role != "user":
+        raise ValueError("history must end with the latest user message")
+    for message in history:
+        if message.role not in _ROLE_TAG:
+            raise ValueError(
+                f"history holds a {message.role!r} message; pass the system prompt separately"
+            )
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ProviderError):
+        return exc.describe()
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, ChatError) and str(exc):
+        return str(exc)
+    return type(exc).__name__
