@@ -72,6 +72,7 @@ class _Slot:
     stop: threading.Event = field(default_factory=threading.Event)
     executor: ThreadPoolExecutor | None = None
     abort_callback: object = None
+    last_used: float = 0.0
 
 
 class LocalProvider:
@@ -87,6 +88,7 @@ class LocalProvider:
         self._load_error: Exception | None = None
         self._loader: threading.Thread | None = None
         self._cond: asyncio.Condition | None = None
+        self._cond_loop: asyncio.AbstractEventLoop | None = None
         self.model_path: Path | None = None
         self.n_ctx: int | None = None
         self.load_seconds: float | None = None
@@ -179,8 +181,7 @@ class LocalProvider:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()
         slot.stop.clear()
-        future = loop.run_in_executor(slot.executor, self._generate, slot, request, loop, queue)
-        future.add_done_callback(lambda _f: loop.create_task(self._release(slot)))
+        loop.run_in_executor(slot.executor, self._generate, slot, request, loop, queue)
         answer: list[str] = []
         try:
             while True:
@@ -199,30 +200,52 @@ class LocalProvider:
 
     # -- pool --------------------------------------------------------------------
 
-    async def _acquire(self, messages: Sequence[Message]) -> _Slot:
-        if self._cond is None:
+    def _condition(self) -> asyncio.Condition:
+        # One condition per event loop: the app has one loop, tests have many.
+        loop = asyncio.get_running_loop()
+        if self._cond is None or self._cond_loop is not loop:
             self._cond = asyncio.Condition()
-        async with self._cond:
+            self._cond_loop = loop
+        return self._cond
+
+    async def _acquire(self, messages: Sequence[Message]) -> _Slot:
+        cond = self._condition()
+        async with cond:
             while True:
                 free = [s for s in self._slots if not s.busy]
                 if free:
-                    slot = max(free, key=lambda s: (_shared_prefix(s.served, messages), -s.index))
+                    # Most shared messages first; on a tie, the least recently
+                    # used instance, so a valuable cached prefix is not evicted.
+                    slot = max(free, key=lambda s: (_shared_prefix(s.served, messages), -s.last_used))
                     slot.busy = True
+                    slot.last_used = time.monotonic()
                     return slot
-                await self._cond.wait()
+                await cond.wait()
 
-    async def _release(self, slot: _Slot) -> None:
-        assert self._cond is not None
-        async with self._cond:
-            slot.busy = False
-            self._cond.notify()
+    def _release(self, slot: _Slot, loop: asyncio.AbstractEventLoop) -> None:
+        """Called by the worker thread once it no longer touches ``slot.llm``."""
+        slot.busy = False
+
+        async def wake() -> None:
+            cond = self._condition()
+            async with cond:
+                cond.notify_all()
+
+        if loop.is_closed():
+            return  # that loop is gone; nobody there is waiting
+        coro = wake()
+        try:
+            asyncio.run_coroutine_threadsafe(coro, loop)
+        except RuntimeError:  # closed in between
+            coro.close()
 
     # -- worker thread -------------------------------------------------------------
 
     def _generate(self, slot: _Slot, request: ChatRequest, loop: asyncio.AbstractEventLoop,
                   queue: asyncio.Queue[object]) -> None:
         def put(item: object) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, item)
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(queue.put_nowait, item)
 
         llm = slot.llm
         chunks = None
@@ -258,7 +281,11 @@ class LocalProvider:
         finally:
             if chunks is not None:
                 chunks.close()
-            put(_DONE)
+            self._release(slot, loop)
+            try:
+                put(_DONE)
+            except RuntimeError:  # the loop closed while we were finishing
+                pass
 
 
 def _shared_prefix(a: Sequence[Message], b: Sequence[Message]) -> int:
