@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
+from pydantic import SecretStr
+
 from ..catalogue import Catalogue
 from ..config import Settings
 from .base import Availability, Provider, State, guard_stream
@@ -17,6 +21,29 @@ def build_providers(settings: Settings, catalogue: Catalogue) -> dict[str, Provi
         from .local import LocalProvider
 
         providers["local"] = LocalProvider(settings)
-    # Cloud / Ollama / OpenAI-compatible adapters are registered here (see the
-    # providers issue).
+    from .anthropic import AnthropicProvider
+    from .openai import OpenAIProvider
+
+    providers["openai"] = OpenAIProvider(
+        settings, api_key=settings.openai_api_key, base_url=settings.openai_base_url
+    )
+    providers["anthropic"] = AnthropicProvider(
+        settings, api_key=settings.anthropic_api_key, base_url=settings.anthropic_base_url
+    )
+    if settings.ollama_enabled:
+        from .ollama import OllamaProvider
+
+        providers["ollama"] = OllamaProvider(settings)
+    for spec in catalogue.providers:
+        # The variable is named by the catalogue, so it cannot be a Settings
+        # field; it is read here, once, and kept as a SecretStr.
+        raw = os.environ.get(spec.api_key_env) if spec.api_key_env else None
+        providers[spec.name] = OpenAIProvider(
+            settings,
+            name=spec.name,
+            api_key=SecretStr(raw) if raw else None,
+            api_key_env=spec.api_key_env,
+            base_url=spec.base_url,
+            key_required=spec.api_key_env is not None,
+        )
     return providers

@@ -1,0 +1,189 @@
+"""Shared pieces of the adapters' error boundaries.
+
+Each adapter keeps its own boundary (one context manager) because each SDK
+fails differently; what they share lives here:
+
+- ``classify``: HTTP status first; the message text only for 400 / 422 (and for
+  in-stream errors, which have no status). A 500 that mentions "policy" is an
+  outage, not a content filter (the any-llm rule).
+- ``retry_after``: the ``Retry-After`` header (seconds or HTTP date) or
+  ``retry-after-ms``.
+- ``transport_error``: raw ``httpx`` / ``httpx2`` exceptions that the SDKs leak
+  mid-stream, and malformed chunks, as ``Timeout`` / ``ConnectionFailed``.
+- ``clean``: error text made safe to show: the API key redacted, key-like
+  tokens masked, length capped.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import re
+import time
+from collections.abc import Mapping
+
+import httpx
+import httpx2
+
+from ..errors import (
+    AuthenticationFailed,
+    ConnectionFailed,
+    ContentFiltered,
+    ContextLengthExceeded,
+    InvalidRequest,
+    ModelNotFound,
+    ProviderError,
+    RateLimited,
+    Timeout,
+    Unavailable,
+)
+
+__all__ = ["classify", "clean", "make_error", "public_url", "retry_after", "transport_error"]
+
+_CONTEXT = (
+    "context_length_exceeded", "context length", "context window", "maximum context",
+    "prompt is too long", "too many tokens", "input length", "reduce the length",
+)
+_CONTENT = (
+    "content_filter", "content filter", "content_policy", "content policy",
+    "content management", "safety system", "responsible ai",
+)
+_RATE = ("rate_limit", "rate limit", "too many requests", "quota")
+_AUTH = ("authentication", "permission", "api key", "api_key", "unauthorized")
+_NOT_FOUND = ("not_found", "not found", "does not exist")
+
+# Key-shaped tokens (sk-..., sk-ant-..., long bearer-like strings after "key").
+_KEYLIKE = re.compile(r"\b(sk|pk|rk|key)-[A-Za-z0-9_\-]{6,}")
+_MAX_MESSAGE = 300
+
+
+def classify(status: int | None, text: str = "") -> type[ProviderError]:
+    """The taxonomy class for an HTTP ``status`` (None or < 400: an in-stream error)."""
+    lowered = text.lower()
+    if status is None or status < 400:
+        return _classify_text(lowered, default=Unavailable)
+    if status in (401, 402, 403):  # 402: billing; the key cannot be used
+        return AuthenticationFailed
+    if status == 404:
+        return ModelNotFound
+    if status == 408:
+        return Timeout
+    if status == 413:  # request too large: compacting the conversation is the cure
+        return ContextLengthExceeded
+    if status == 429:
+        return RateLimited
+    if status == 409 or status >= 500:  # 409 is a transient conflict; 529 is overloaded
+        return Unavailable
+    if status in (400, 422):
+        if _has(lowered, _CONTEXT):
+            return ContextLengthExceeded
+        if _has(lowered, _CONTENT):
+            return ContentFiltered
+    return InvalidRequest
+
+
+def _classify_text(text: str, *, default: type[ProviderError]) -> type[ProviderError]:
+    if _has(text, _CONTEXT):
+        return ContextLengthExceeded
+    if _has(text, _CONTENT):
+        return ContentFiltered
+    if _has(text, _RATE):
+        return RateLimited
+    if _has(text, _AUTH):
+        return AuthenticationFailed
+    if _has(text, _NOT_FOUND):
+        return ModelNotFound
+    return default
+
+
+def _has(text: str, needles: tuple[str, ...]) -> bool:
+    return any(n in text for n in needles)
+
+
+def make_error(
+    status: int | None,
+    detail: str,
+    *,
+    hint: str = "",
+    headers: Mapping[str, str] | None = None,
+    model: str | None = None,
+    secret: str | None = None,
+) -> ProviderError:
+    """Build the translated error. ``hint`` (error type / code) only helps
+    classification; ``detail`` is what the user reads."""
+    cls = classify(status, f"{hint} {detail}")
+    message = clean(detail, secret)
+    if status is not None and status >= 400:
+        message = f"HTTP {status}: {message}" if message else f"HTTP {status}"
+    return cls(
+        message,
+        model=model,
+        status_code=status if status is not None and status >= 400 else None,
+        retry_after=retry_after(headers) if cls is RateLimited or cls is Unavailable else None,
+    )
+
+
+def retry_after(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds to wait, from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date)."""
+    if not headers:
+        return None
+    millis = headers.get("retry-after-ms")
+    if millis:
+        try:
+            return max(0.0, float(millis) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+_TIMEOUTS = (httpx.TimeoutException, httpx2.TimeoutException, TimeoutError)
+_TRANSPORT = (httpx.TransportError, httpx2.TransportError, httpx.DecodingError, httpx2.DecodingError, OSError)
+
+
+def transport_error(exc: BaseException, *, where: str = "", model: str | None = None) -> ProviderError | None:
+    """A raw transport failure (or a malformed chunk) as ``Timeout`` / ``ConnectionFailed``.
+
+    ``where`` names the server (a URL without credentials). Returns None for
+    anything else, so the caller's boundary decides.
+    """
+    suffix = f" ({where})" if where else ""
+    if isinstance(exc, _TIMEOUTS):
+        return Timeout(f"no response in time{suffix}", model=model)
+    if isinstance(exc, json.JSONDecodeError):
+        # openai and ollama crash on a malformed data line; the text so far
+        # survives because guard_stream turns this into Interrupted.
+        return ConnectionFailed(f"malformed chunk in the stream{suffix}", model=model)
+    if isinstance(exc, _TRANSPORT):
+        kind = type(exc).__name__
+        if isinstance(exc, (httpx.RemoteProtocolError, httpx2.RemoteProtocolError)):
+            return ConnectionFailed(f"the connection was cut{suffix}", model=model)
+        return ConnectionFailed(f"{kind}{suffix}", model=model)
+    return None
+
+
+def clean(text: object, secret: str | None = None) -> str:
+    """Error text safe for users and logs: no key, nothing key-shaped, one short line."""
+    out = str(text or "")
+    if secret:
+        out = out.replace(secret, "[redacted]")
+    out = _KEYLIKE.sub(lambda m: f"{m.group(1)}-[redacted]", out)
+    out = " ".join(out.split())
+    if len(out) > _MAX_MESSAGE:
+        out = out[: _MAX_MESSAGE - 1] + "…"
+    return out
+
+
+def public_url(url: str) -> str:
+    """``url`` without any ``user:password@`` part, for messages."""
+    return re.sub(r"//[^/@]*@", "//", url)

@@ -1,0 +1,183 @@
+"""OpenAI and any OpenAI-compatible server (vLLM, LM Studio, llama-server, Groq...).
+
+An OpenAI-compatible provider is configuration, not code: the same class with
+another name, base URL and key. The SDK client is built on the first stream
+(building the app makes no network call), with the SDK's retries off (the
+router is the only retry loop) and a connect timeout from settings.
+
+Stream shape: ``chat.completion.chunk`` deltas, a chunk with ``finish_reason``
+(the end marker: the SDK raises nothing when it never comes), then, with
+``stream_options.include_usage``, a usage chunk with no choices, then ``[DONE]``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import openai
+from pydantic import SecretStr
+
+from ..catalogue import ModelSpec
+from ..config import Settings
+from ..errors import (
+    ConnectionFailed,
+    ContentFiltered,
+    InvalidRequest,
+    NotConfigured,
+    ProviderError,
+    Timeout,
+)
+from ..events import Event, Finish, TextDelta, Usage
+from ..messages import ChatRequest
+from .base import Availability, State, guard_stream
+from .errors_map import clean, make_error, public_url, transport_error
+
+__all__ = ["DEFAULT_BASE_URL", "OpenAIProvider"]
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+# Sent to keyless OpenAI-compatible servers: the SDK insists on some key, and
+# falling back to OPENAI_API_KEY would hand the user's OpenAI key to a stranger.
+_NO_KEY = "no-key-required"
+
+
+class OpenAIProvider:
+    """``name:model`` ids for one OpenAI-style endpoint.
+
+    ``api_key_env`` names the variable to set when the key is missing; with
+    ``key_required=False`` (a compatible server declared without ``api_key_env``)
+    no key is needed.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        name: str = "openai",
+        api_key: SecretStr | None = None,
+        api_key_env: str | None = "OPENAI_API_KEY",
+        base_url: str | None = None,
+        key_required: bool = True,
+    ) -> None:
+        self.name = name
+        self._settings = settings
+        self._api_key = api_key
+        self._api_key_env = api_key_env
+        self._base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
+        self._key_required = key_required
+        self._client: openai.AsyncOpenAI | None = None
+
+    def __repr__(self) -> str:
+        return f"OpenAIProvider(name={self.name!r}, base_url={self._base_url!r})"
+
+    def availability(self, model: str) -> Availability:
+        if self._key_required and self._api_key is None:
+            return Availability(State.MISSING_KEY, f"set {self._api_key_env}")
+        return Availability.ok()
+
+    async def discover(self) -> list[ModelSpec]:
+        return []
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
+
+    def stream(self, request: ChatRequest) -> AsyncIterator[Event]:
+        return guard_stream(self._raw(request), f"{self.name}:{request.model}")
+
+    def _get_client(self) -> openai.AsyncOpenAI:
+        if self._client is None:
+            if self._api_key is None and self._key_required:
+                raise NotConfigured(f"set {self._api_key_env}")
+            key = self._api_key.get_secret_value() if self._api_key is not None else _NO_KEY
+            s = self._settings
+            self._client = openai.AsyncOpenAI(
+                api_key=key,
+                base_url=self._base_url,
+                max_retries=0,
+                timeout=openai.Timeout(
+                    # The router enforces first-token and stall timeouts; the read
+                    # timeout is only a backstop that never fires before them.
+                    s.first_token_timeout + s.stall_timeout,
+                    connect=s.connect_timeout,
+                ),
+            )
+        return self._client
+
+    async def _raw(self, request: ChatRequest) -> AsyncIterator[Event]:
+        model_id = f"{self.name}:{request.model}"
+        params: dict[str, Any] = {
+            "model": request.model,
+            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if request.temperature is not None:
+            params["temperature"] = request.temperature
+        if request.max_tokens is not None:
+            # OpenAI's reasoning models reject max_tokens; compatible servers
+            # may not know max_completion_tokens yet.
+            official = self._base_url == DEFAULT_BASE_URL
+            params["max_completion_tokens" if official else "max_tokens"] = request.max_tokens
+        finish: str | None = None
+        usage: Usage | None = None
+        streamed = False
+        with self._errors(model_id):
+            stream = await self._get_client().chat.completions.create(**params)
+            async with stream:
+                async for chunk in stream:
+                    if chunk.usage is not None:
+                        usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+                    for choice in chunk.choices[:1]:
+                        if choice.delta is not None and choice.delta.content:
+                            streamed = True
+                            yield TextDelta(choice.delta.content)
+                        if choice.finish_reason:
+                            finish = choice.finish_reason
+        if finish is None:
+            return  # no end marker: guard_stream reports the interruption
+        if finish == "content_filter" and not streamed:
+            raise ContentFiltered("the provider filtered the answer", model=model_id)
+        if usage is not None:
+            yield usage
+        yield Finish(finish)
+
+    @contextlib.contextmanager
+    def _errors(self, model_id: str) -> Iterator[None]:
+        """The one place SDK and transport errors become taxonomy errors."""
+        secret = self._api_key.get_secret_value() if self._api_key is not None else None
+        try:
+            yield
+        except ProviderError:
+            raise
+        except openai.APIStatusError as exc:
+            raise make_error(
+                exc.status_code, _detail(exc), hint=f"{exc.type or ''} {exc.code or ''}",
+                headers=exc.response.headers, model=model_id, secret=secret,
+            ) from exc
+        except openai.APITimeoutError as exc:
+            raise Timeout(f"no response in time ({public_url(self._base_url)})", model=model_id) from exc
+        except openai.APIConnectionError as exc:
+            cause = exc.__cause__ or exc
+            error = transport_error(cause, where=public_url(self._base_url), model=model_id)
+            raise error or ConnectionFailed(public_url(self._base_url), model=model_id) from exc
+        except openai.APIError as exc:  # an error object inside the stream: no status
+            raise make_error(
+                None, _detail(exc), hint=f"{exc.type or ''} {exc.code or ''}", model=model_id, secret=secret,
+            ) from exc
+        except openai.OpenAIError as exc:  # misconfiguration caught by the SDK itself
+            raise InvalidRequest(clean(exc, secret), model=model_id) from exc
+        except Exception as exc:
+            error = transport_error(exc, where=public_url(self._base_url), model=model_id)
+            if error is None:
+                raise
+            raise error from exc
+
+
+def _detail(exc: openai.APIError) -> str:
+    body = exc.body
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        return body["message"]
+    return exc.message

@@ -1,0 +1,53 @@
+"""Local servers that speak the providers' real wire protocols, for tests and demos.
+
+One small HTTP/1.1 server (raw asyncio, its own thread and event loop, bound to
+127.0.0.1) answers all three protocols, since their paths do not clash:
+
+    OpenAI     POST /v1/chat/completions   SSE ``chat.completion.chunk`` … ``data: [DONE]``
+               (also /chat/completions; GET /v1/models lists nothing)
+    Anthropic  POST /v1/messages            SSE with ``event:`` lines, message_start … message_stop
+    Ollama     POST /api/chat               NDJSON, final line ``"done": true`` with counts
+               GET  /api/tags               the configured model names; GET /api/version
+
+Point the SDKs at it: ``OPENAI_BASE_URL=http://127.0.0.1:PORT/v1``,
+``ANTHROPIC_BASE_URL=http://127.0.0.1:PORT``, ``OLLAMA_HOST=http://127.0.0.1:PORT``.
+Any API key is accepted. Ollama chat requests for a model not in the list get 404.
+
+In tests::
+
+    with WireServer() as wire:
+        wire.enqueue(Script(tokens=["Hel", "lo"], cut_after=1))
+        ...                                  # point the SDK at wire.url
+        wire.chat_requests[0].body           # every request is recorded (body JSON, headers)
+        await wire.wait_disconnect(1.0)      # the record whose client went away mid-response
+
+Standalone (for the running app, browser and end-to-end tests)::
+
+    python -m tests.wire --openai-port 9101 --anthropic-port 9102 --ollama-port 9103
+    python -m tests.wire --port 9100 --ollama-models llama3.2:latest,qwen2.5:0.5b
+
+Scripting from outside: with no enqueued script, the reply echoes the user's last
+message as tokens ``["Echo:", " word1", " word2", …]`` (magic words removed; an
+empty message gives ``["Echo", "."]``), and magic words anywhere in that message
+change what happens (token counts N refer to that token list)::
+
+    [[fail:503]]          HTTP error with that status, body in the provider's error shape
+    [[fail:400:context]]  400 context-length error (also [[fail:400:content_filter]]);
+                          a third part that is neither sets the error type/code
+    [[retry-after:7]]     add ``Retry-After: 7`` to the response (use with [[fail:429]])
+    [[error-event:3]]     in-stream error after 3 tokens (OpenAI error chunk, Anthropic
+                          ``event: error`` overloaded_error, Ollama ``{"error": …}`` line)
+    [[cut:3]]             close the socket after 3 tokens (no terminating chunk)
+    [[no-end]]            end the body cleanly but without the end marker
+                          (no finish_reason/[DONE], no message_stop, no done:true)
+    [[malformed:2]]       one malformed JSON data line after 2 tokens, then go on
+    [[stall:5]]           5 s of silence before the first token; [[stall:5:3]] after 3
+    [[delay:0.05]]        0.05 s before every token
+    [[tokens:200]]        reply with 200 tokens "w0 ", "w1 ", … instead of the echo
+    [[finish:length]]     the provider's stop reason (e.g. length, max_tokens)
+"""
+
+from .dialects import Script, default_tokens, parse_magic
+from .server import Recorded, WireServer
+
+__all__ = ["Recorded", "Script", "WireServer", "default_tokens", "parse_magic"]

@@ -1,0 +1,55 @@
+"""Pytest fixtures shared by the adapter tests (import them into a test module)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from chat.config import Settings
+
+from .server import WireServer
+
+# Variables the SDKs read on their own; a developer's real values must not leak in.
+_SDK_ENV = (
+    "OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID", "OPENAI_ADMIN_KEY",
+    "ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL", "ANTHROPIC_PROFILE",
+    "OLLAMA_HOST", "OLLAMA_API_KEY", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY",
+    "http_proxy", "https_proxy", "all_proxy",
+)
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in _SDK_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("CHAT_ENV_FILE", "")
+
+
+@pytest.fixture
+def wire(clean_env: None) -> Iterator[WireServer]:
+    with WireServer() as server:
+        yield server
+
+
+def make_settings(**values: Any) -> Settings:
+    """Settings from explicit values only: no dotenv file, no provider keys unless given."""
+    base: dict[str, Any] = {
+        "OPENAI_API_KEY": None, "OPENAI_BASE_URL": None,
+        "ANTHROPIC_API_KEY": None, "ANTHROPIC_BASE_URL": None,
+        "OLLAMA_HOST": "http://127.0.0.1:9", "connect_timeout": 2.0,
+        "first_token_timeout": 5.0, "stall_timeout": 5.0,
+    }
+    base.update(values)
+    return Settings(_env_file=None, **base)  # type: ignore[call-arg]
+
+
+def free_port() -> int:
+    """A port nothing listens on (bound, then released)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
