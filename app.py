@@ -1,0 +1,35 @@
+"""Relay Chat entry point.
+
+``python app.py`` serves the UI (``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT``
+as Gradio reads them; default http://127.0.0.1:7860). ``gradio app.py`` (hot
+reload) and Hugging Face Spaces use the module-level ``demo``.
+Importing this module makes no network call and builds no SDK client.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+# Gradio's version check and telemetry otherwise reach for the network at start.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from chat.config import load_settings  # noqa: E402
+from chat.runtime import Runtime  # noqa: E402
+from chat.ui import build_demo  # noqa: E402
+
+settings = load_settings()
+runtime = Runtime.build(settings)
+demo = build_demo(runtime)
+
+def main() -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    runtime.start()
+    demo.launch(max_threads=settings.max_threads, show_error=False)
+
+
+if __name__ == "__main__":
+    main()

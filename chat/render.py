@@ -1,0 +1,128 @@
+"""Turn the typed event stream of one answer into chat messages.
+
+``AnswerView`` keeps notes (which model answered and why, retries, fallbacks,
+summaries) and the answer text; ``messages()`` renders them as Gradio
+``ChatMessage`` objects: notes first (collapsible, with a title), the answer
+last. The answer text is exactly the concatenation of the text deltas: nothing
+is inserted at a fallback seam, the seam is described in a note instead.
+"""
+
+from __future__ import annotations
+
+import time
+
+import gradio as gr
+
+from .catalogue import Catalogue
+from .events import (
+    ContextTrimmed,
+    Event,
+    FallingBack,
+    Finish,
+    ModelSelected,
+    Retrying,
+    SummaryInUse,
+    Summarizing,
+    TextDelta,
+    Usage,
+)
+
+__all__ = ["AnswerView"]
+
+
+class AnswerView:
+    def __init__(self, catalogue: Catalogue) -> None:
+        self._catalogue = catalogue
+        self._parts: list[str] = []
+        self._notes: list[dict[str, object]] = []
+        self._summary_note: dict[str, object] | None = None
+        self._route_note: dict[str, object] | None = None
+        self._started = time.monotonic()
+        self.model_id: str | None = None
+        self.usage: Usage | None = None
+        self.finish_reason: str | None = None
+
+    @property
+    def text(self) -> str:
+        return "".join(self._parts)
+
+    def _label(self, model_id: str) -> str:
+        spec = self._catalogue.get(model_id)
+        return f"{spec.label} ({model_id})" if spec else model_id
+
+    def apply(self, event: Event) -> None:
+        match event:
+            case TextDelta(text=text):
+                self._parts.append(text)
+            case ModelSelected(model_id=model_id, tier=tier, reason=reason):
+                first = self.model_id is None
+                self.model_id = model_id
+                if first:
+                    title = f"🤖 {self._label(model_id)}"
+                    if tier:
+                        title = f"🤖 Auto → {tier} tier: {self._label(model_id)}"
+                    self._route_note = {"title": title, "content": reason or "Chosen model."}
+                else:
+                    assert self._route_note is not None
+                    self._route_note["title"] = f"🤖 Answered by {self._label(model_id)} (after a fallback)"
+            case Retrying(model_id=model_id, attempt=attempt, delay=delay, reason=reason):
+                self._notes.append({
+                    "title": f"🔁 Retrying {model_id} (attempt {attempt})",
+                    "content": f"{model_id} failed: {reason}. Retrying in {delay:.1f} s.",
+                })
+            case FallingBack(failed_model=failed, reason=reason, next_model=nxt, continuing=continuing):
+                what = "continues the answer from where it stopped" if continuing else "answers instead"
+                self._notes.append({
+                    "title": f"⚠️ {failed} failed ({reason}) — {nxt} {what}",
+                    "content": f"{self._label(failed)} failed: {reason}.\n\n{self._label(nxt)} {what}."
+                    + (f"\n\nThe seam is after {len(self.text)} characters of the answer." if continuing else ""),
+                })
+            case Summarizing(turns=turns):
+                self._summary_note = {
+                    "title": "📝 Summarizing earlier conversation…",
+                    "content": f"Folding {turns} older messages into a summary.",
+                    "status": "pending",
+                }
+            case SummaryInUse(turns=turns, text=text):
+                self._summary_note = {
+                    "title": f"📝 Earlier conversation summarized ({turns} messages)",
+                    "content": text,
+                    "status": "done",
+                }
+            case ContextTrimmed(turns=turns, reason=reason):
+                self._notes.append({
+                    "title": f"✂️ {turns} oldest messages left out",
+                    "content": reason,
+                })
+            case Usage():
+                self.usage = event
+            case Finish(reason=reason):
+                self.finish_reason = reason
+                if reason == "length":
+                    self._notes.append({
+                        "title": "✂️ The answer reached the max output tokens",
+                        "content": "Raise “Max output tokens” in the settings for longer answers.",
+                    })
+
+    def fail(self, message: str) -> None:
+        self._notes.append({"title": "❌ The answer could not be completed", "content": message})
+
+    def messages(self) -> list[gr.ChatMessage]:
+        out: list[gr.ChatMessage] = []
+        notes = [n for n in (self._summary_note, self._route_note) if n] + self._notes
+        for index, note in enumerate(notes):
+            metadata: dict[str, object] = {"title": str(note["title"]), "id": f"note-{index}"}
+            if "status" in note:
+                metadata["status"] = note["status"]
+            out.append(gr.ChatMessage(role="assistant", content=str(note["content"]), metadata=metadata))
+        if self._route_note is not None and self.usage is not None:
+            details = []
+            if self.usage.input_tokens is not None:
+                details.append(f"{self.usage.input_tokens} input tokens")
+            if self.usage.output_tokens is not None:
+                details.append(f"{self.usage.output_tokens} output tokens")
+            details.append(f"{time.monotonic() - self._started:.1f} s")
+            out[len([n for n in (self._summary_note,) if n])].metadata["log"] = ", ".join(details)  # type: ignore[index]
+        if self.text or not out:
+            out.append(gr.ChatMessage(role="assistant", content=self.text))
+        return out

@@ -1,0 +1,90 @@
+"""Wiring: settings → catalogue → providers → router → context → service.
+
+``Runtime.build`` constructs everything without I/O (no model load, no network,
+no SDK client). ``start()`` begins loading the embedded model in the
+background; ``refresh()`` re-discovers Ollama models and is called on page load
+and by the refresh button.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from .catalogue import Catalogue, load_catalogue
+from .config import Settings
+from .context import ContextManager
+from .providers import Provider, build_providers
+from .router import Router
+from .service import ChatService
+from .summarizer import RouterSummarizer
+from .tokens import TokenCounter
+
+__all__ = ["Runtime"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    catalogue: Catalogue
+    providers: Mapping[str, Provider]
+    router: Router
+    service: ChatService
+
+    @classmethod
+    def build(cls, settings: Settings, providers: Mapping[str, Provider] | None = None,
+              catalogue: Catalogue | None = None) -> Runtime:
+        catalogue = catalogue or load_catalogue(
+            settings.models_file, include_local=settings.local_model_enabled
+        )
+        if providers is None:
+            providers = build_providers(settings, catalogue)
+        router = Router(settings, catalogue, providers)
+        context = ContextManager(settings, RouterSummarizer(router, settings), TokenCounter())
+        service = ChatService(settings, router, context)
+        return cls(settings, catalogue, providers, router, service)
+
+    def start(self) -> None:
+        """Start background work: load and warm up the embedded model."""
+        local = self.providers.get("local")
+        if local is not None and hasattr(local, "start"):
+            local.start()
+
+    async def refresh(self) -> None:
+        """Re-discover live models (Ollama) and publish them to the router."""
+        found = []
+        results = await asyncio.gather(
+            *(p.discover() for p in self.providers.values()), return_exceptions=True
+        )
+        for name, result in zip(self.providers, results):
+            if isinstance(result, BaseException):
+                log.warning("model discovery failed for %s: %s", name, type(result).__name__)
+                continue
+            found.extend(result)
+        self.router.catalogue = self.catalogue.with_models(found)
+
+    def history_secret(self) -> str:
+        """Key that encrypts saved chats in the browser.
+
+        ``CHAT_HISTORY_SECRET`` if set; otherwise one generated once and kept in
+        ``.gradio/relay-chat-history-secret`` so saved chats survive a restart.
+        """
+        if self.settings.history_secret is not None:
+            return self.settings.history_secret.get_secret_value()
+        path = Path(".gradio") / "relay-chat-history-secret"
+        try:
+            if path.exists():
+                return path.read_text().strip()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            value = secrets.token_urlsafe(24)
+            path.write_text(value)
+            path.chmod(0o600)
+            return value
+        except OSError:
+            return ""  # Gradio then uses a per-process random key

@@ -1,0 +1,105 @@
+"""The chat service: one user turn in, typed events out.
+
+UI → **service** → context manager → router → provider. The service validates
+the input, asks the router which models may answer (so the context manager can
+plan for the smallest window among them), lets the context manager fold or trim
+the history, and streams the router's events back. A context-length error
+before any text makes it compact harder and retry once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from .config import Settings
+from .context import ContextManager, PreparedContext
+from .errors import ContextLengthExceeded, InputError
+from .events import Event, ModelSelected, TextDelta, Usage
+from .messages import Message
+from .router import Router
+
+__all__ = ["ChatService", "Turn"]
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One user message with everything needed to answer it.
+
+    ``history`` holds the earlier user/assistant turns only (no notes).
+    """
+
+    message: str
+    history: tuple[Message, ...] = ()
+    model_id: str = "auto"
+    system_prompt: str = ""
+    temperature: float | None = None
+    max_tokens: int | None = None
+
+
+class ChatService:
+    def __init__(self, settings: Settings, router: Router, context: ContextManager) -> None:
+        self.settings = settings
+        self.router = router
+        self.context = context
+
+    def validate(self, turn: Turn) -> None:
+        """Raise ``InputError`` naming what is wrong and what is allowed."""
+        if not turn.message.strip():
+            raise InputError("Your message is empty. Type a question or instruction, then send it.")
+        limit = self.settings.max_message_chars
+        if len(turn.message) > limit:
+            raise InputError(
+                f"Your message is {len(turn.message):,} characters long; the limit is {limit:,} "
+                "characters (CHAT_MAX_MESSAGE_CHARS). Shorten it or split it into several messages."
+            )
+        if turn.max_tokens is not None and turn.max_tokens < 1:
+            raise InputError("Max output tokens must be at least 1.")
+        if turn.temperature is not None and not 0 <= turn.temperature <= 2:
+            raise InputError("Temperature must be between 0 and 2.")
+
+    async def respond(self, turn: Turn) -> AsyncIterator[Event]:
+        """Stream the answer to ``turn`` as events; raises ``ChatError`` subclasses."""
+        self.validate(turn)
+        route = self.router.resolve(turn.model_id, turn.message)
+        windows = [spec.context_window for spec in route.chain] or [route.primary.context_window]
+        cap = min([self.settings.max_context_tokens, *windows])
+        # The answer's reserve may take at most half the window (see budget_for).
+        max_tokens = min(turn.max_tokens or self.settings.max_output_tokens, cap // 2)
+        budget = self.context.budget_for(windows, max_tokens)
+        model_ids = [spec.id for spec in route.chain]
+        conversation = [*turn.history, Message("user", turn.message)]
+
+        harder = False
+        while True:
+            prepared: PreparedContext | None = None
+            async for item in self.context.prepare(
+                turn.system_prompt, conversation, budget, model_ids=model_ids, harder=harder
+            ):
+                if isinstance(item, PreparedContext):
+                    prepared = item
+                else:
+                    yield item
+            assert prepared is not None
+            streamed = False
+            model_id = route.primary.id
+            try:
+                async for event in self.router.stream(
+                    turn.model_id,
+                    prepared.messages,
+                    temperature=turn.temperature,
+                    max_tokens=max_tokens,
+                ):
+                    if isinstance(event, TextDelta):
+                        streamed = True
+                    elif isinstance(event, ModelSelected):
+                        model_id = event.model_id
+                    elif isinstance(event, Usage) and event.input_tokens:
+                        self.context.observe(model_id, prepared.estimated_tokens, event.input_tokens)
+                    yield event
+                return
+            except ContextLengthExceeded:
+                # Our estimate was off for this model: compact harder, retry once.
+                if streamed or harder:
+                    raise
+                harder = True

@@ -1,0 +1,177 @@
+"""The Gradio UI: a ChatInterface driven by an async generator.
+
+This module is the one boundary between Gradio's shapes and ours: history in
+(browser parts or API strings, notes included) becomes ``Message`` tuples;
+typed events out become ``gr.ChatMessage`` lists (notes first, answer last).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import gradio as gr
+
+from .catalogue import AUTO
+from .errors import AllModelsFailed, ChatError, InputError, ProviderError
+from .messages import Message
+from .render import AnswerView
+from .runtime import Runtime
+from .service import Turn
+from .streaming import coalesce
+
+__all__ = ["build_demo", "history_to_messages", "model_choices"]
+
+log = logging.getLogger(__name__)
+
+CSS = """
+.relay-model-row { align-items: end; }
+footer { display: none !important; }
+"""
+
+
+def history_to_messages(history: Sequence[Any]) -> tuple[Message, ...]:
+    """Gradio history → user/assistant turns.
+
+    Accepts both shapes Gradio sends (browser: content as a list of parts;
+    API: plain strings), drops our own notes (messages with ``metadata.title``)
+    and merges consecutive messages of the same role, so providers that need
+    strict alternation (Anthropic) accept the result.
+    """
+    out: list[Message] = []
+    for item in history or ():
+        if not isinstance(item, dict):
+            role = getattr(item, "role", None)
+            content = getattr(item, "content", None)
+            metadata = getattr(item, "metadata", None)
+        else:
+            role, content, metadata = item.get("role"), item.get("content"), item.get("metadata")
+        if role not in ("user", "assistant"):
+            continue
+        if isinstance(metadata, dict) and metadata.get("title"):
+            continue
+        text = _content_text(content)
+        if not text:
+            continue
+        if out and out[-1].role == role:
+            out[-1] = Message(role, out[-1].content + "\n\n" + text)
+        else:
+            out.append(Message(role, text))
+    return tuple(out)
+
+
+def _content_text(content: Any) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, dict):
+        return str(content.get("text") or content.get("value") or "")
+    if isinstance(content, (list, tuple)):
+        return "".join(_content_text(part) for part in content)
+    return str(getattr(content, "text", "") or "")
+
+
+def model_choices(runtime: Runtime) -> list[tuple[str, str]]:
+    """Dropdown entries ``(label, id)``: Auto, then every model with its state."""
+    choices = [("Auto — picks a model by the prompt", AUTO)]
+    for option in runtime.router.options():
+        spec, availability = option.spec, option.availability
+        label = f"{spec.label} · {spec.id}"
+        if not availability.ready:
+            label += f" — {availability.state.value}"
+            if availability.detail:
+                label += f": {availability.detail}"
+        choices.append((label, spec.id))
+    return choices
+
+
+def build_demo(runtime: Runtime) -> gr.Blocks:
+    settings = runtime.settings
+    service = runtime.service
+    interval = settings.stream_interval_ms / 1000
+
+    async def respond(
+        message: str,
+        history: list[Any],
+        model_id: str | None,
+        system_prompt: str | None,
+        temperature: float | None,
+        max_tokens: float | None,
+    ):
+        turn = Turn(
+            message=message if isinstance(message, str) else _content_text(message),
+            history=history_to_messages(history),
+            model_id=(model_id or AUTO).strip(),
+            system_prompt=system_prompt if system_prompt is not None else settings.system_prompt,
+            temperature=temperature,
+            max_tokens=int(max_tokens) if max_tokens else None,
+        )
+        view = AnswerView(runtime.router.catalogue)
+        try:
+            async for batch in coalesce(service.respond(turn), interval):
+                for event in batch:
+                    view.apply(event)
+                yield view.messages()
+        except InputError as exc:
+            raise gr.Error(str(exc), title="Cannot send this message", print_exception=False) from exc
+        except AllModelsFailed as exc:
+            view.fail(str(exc))
+            yield view.messages()
+            raise gr.Error(str(exc), title="No model could answer", print_exception=False) from exc
+        except ProviderError as exc:
+            view.fail(exc.describe())
+            yield view.messages()
+            raise gr.Error(
+                f"{exc.model or 'The model'}: {exc.describe()}", title="The model refused", print_exception=False
+            ) from exc
+        except ChatError as exc:
+            raise gr.Error(str(exc), print_exception=False) from exc
+
+    async def refresh_models(current: str | None):
+        await runtime.refresh()
+        choices = model_choices(runtime)
+        ids = {value for _, value in choices}
+        return gr.Dropdown(choices=choices, value=current if current in ids else AUTO)
+
+    with gr.Blocks(title="Relay Chat", fill_height=True) as demo:
+        with gr.Row(elem_classes="relay-model-row"):
+            model = gr.Dropdown(
+                choices=model_choices(runtime),
+                value=settings.default_model,
+                label="Model",
+                info="Auto picks by the prompt; if a model fails, the next one takes over and you are told.",
+                scale=8,
+                allow_custom_value=True,
+            )
+            refresh = gr.Button("↻ Refresh models", scale=1, size="sm")
+        system_prompt = gr.Textbox(settings.system_prompt, label="System prompt", lines=3, render=False)
+        temperature = gr.Slider(0, 2, value=settings.temperature, step=0.05, label="Temperature", render=False)
+        max_tokens = gr.Number(
+            value=settings.max_output_tokens, minimum=1, precision=0, label="Max output tokens", render=False
+        )
+        chatbot = gr.Chatbot(
+            label="Relay Chat",
+            height="70vh",
+            buttons=["copy"],
+            placeholder="**Relay Chat** — ask anything. The embedded model answers with no keys and no network.",
+        )
+        chat = gr.ChatInterface(
+            respond,
+            chatbot=chatbot,
+            additional_inputs=[model, system_prompt, temperature, max_tokens],
+            additional_inputs_accordion=gr.Accordion("System prompt, temperature, max output tokens", open=False),
+            concurrency_limit=settings.concurrency_limit,
+            save_history=True,
+            api_name="chat",
+            fill_height=True,
+        )
+        secret = runtime.history_secret()
+        if secret:
+            chat.saved_conversations.secret = secret
+        refresh.click(refresh_models, [model], [model], api_name="refresh_models", queue=False)
+        demo.load(refresh_models, [model], [model], api_visibility="undocumented", queue=False)
+    demo.queue(default_concurrency_limit=settings.concurrency_limit)
+    demo.max_threads = settings.max_threads
+    return demo
