@@ -16,9 +16,9 @@ Planning (``plan``, a pure function of the history, the limits and the cached
 summaries found for this history):
 
 1. If the request — system prompt, summary, verbatim turns — fits under the
-   threshold (``min(CHAT_SUMMARY_THRESHOLD, budget)``), send it. Among cached
-   summaries the one covering the *fewest* turns that fits is used, so switching
-   to a model with a larger window brings turns back verbatim.
+   threshold (``min(CHAT_SUMMARY_THRESHOLD, budget)``), send it: the whole
+   history verbatim when it fits (so switching to a model with a larger window
+   brings turns back), else with the furthest cached summary.
 2. Otherwise fold: the furthest cached summary plus the next turns become a new
    summary. The cut falls before a user message; the latest user message and the
    exchange before it stay verbatim; enough turns are folded to bring the
@@ -60,7 +60,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
 
 from .config import Settings
@@ -175,11 +175,16 @@ class Use:
 
 @dataclass(frozen=True, slots=True)
 class Fold:
-    """Summarize ``previous`` (covering ``:base``) plus messages ``base:end``."""
+    """Summarize ``previous`` (covering ``:base``) plus messages ``base:end``.
+
+    ``capped``: the fold stops short of where it should, to bound one summarizer
+    call; plan the next step against ``target`` so the next chunk follows at once.
+    """
 
     base: int
     previous: Summary | None
     end: int
+    capped: bool = False
 
 
 def _total(view: View, start: int, summary: Summary | None) -> int:
@@ -193,37 +198,45 @@ def plan(view: View, found: Mapping[int, Summary], limits: Limits) -> Use | Fold
     Each ``Fold`` ends further than any summary in ``found``, so this terminates.
     The caller has checked that the latest message fits the budget alone.
     """
-    starts = sorted({0, *found})
 
     def summary_at(k: int) -> Summary | None:
         return found.get(k) if k else None
 
-    # 1. under the threshold, keeping the exchange before the latest message
-    for k in starts:
-        if k <= view.keep_from and _total(view, k, summary_at(k)) <= limits.threshold:
-            return Use(k, summary_at(k))
-    base = max(k for k in starts if k <= view.keep_from)
-    end = _fold_end(view, base, summary_at(base), view.keep_from, limits.target, limits)
-    if end is not None:
-        return Fold(base, summary_at(base), end)
+    def fits(k: int, goal: int) -> bool:
+        return _total(view, k, summary_at(k)) <= goal
 
-    # 2. under the budget, folding into the kept exchange if need be
-    for k in starts:
-        if _total(view, k, summary_at(k)) <= limits.budget:
-            return Use(k, summary_at(k))
-    base = starts[-1]
-    end = _fold_end(view, base, summary_at(base), view.last, limits.budget, limits)
-    if end is not None:
-        return Fold(base, summary_at(base), end)
+    covered = sorted(found)
+    kept = [k for k in covered if k <= view.keep_from]
+    head = kept[-1] if kept else 0  # the furthest summary that keeps the last exchange verbatim
 
-    # 3. the summary itself does not fit next to the latest message
+    # 1. Under the threshold with the exchange before the latest message verbatim:
+    #    the whole history if it fits (a larger window brings turns back), else the
+    #    furthest summary, else fold on from it.
+    for k in dict.fromkeys((0, head)):
+        if fits(k, limits.threshold):
+            return Use(k, summary_at(k))
+    fold = _fold(view, head, summary_at(head), view.keep_from, limits.target, limits)
+    if fold is not None:
+        return fold
+
+    # 2. Under the budget, folding into the kept exchange only if nothing else fits.
+    beyond = [k for k in covered if k > view.keep_from]
+    for k in (head, *beyond):
+        if fits(k, limits.budget):
+            return Use(k, summary_at(k))
+    base = beyond[-1] if beyond else head
+    fold = _fold(view, base, summary_at(base), view.last, limits.budget, limits)
+    if fold is not None:
+        return fold
+
+    # 3. The summary itself does not fit next to the latest message.
     return Use(view.last, None)
 
 
-def _fold_end(
+def _fold(
     view: View, base: int, previous: Summary | None, upper: int, goal: int, limits: Limits
-) -> int | None:
-    """Where a fold from ``base`` should end (a boundary in ``(base, upper]``), or None."""
+) -> Fold | None:
+    """A fold from ``base`` ending at a boundary in ``(base, upper]``, or None if there is none."""
     lo = bisect.bisect_right(view.boundaries, base)
     hi = bisect.bisect_right(view.boundaries, upper)
     if lo >= hi:
@@ -241,7 +254,7 @@ def _fold_end(
         if b > wanted or carried + view.suffix[base] - view.suffix[b] > limits.fold_input:
             break
         end = b
-    return end
+    return Fold(base, previous, end, capped=end < wanted)
 
 
 def plan_trim(view: View, base: int, previous: Summary | None, limits: Limits) -> Use:
@@ -407,9 +420,10 @@ class ContextManager:
 
         summarized = False
         trimmed: Use | None = None
+        step_limits = limits
         for _ in range(len(history) + 1):  # each fold ends further on; this is a safety bound
             found = self._found(keys)
-            step = plan(view, found, limits)
+            step = plan(view, found, step_limits)
             if isinstance(step, Use):
                 break
             failure_key = self._failure_key(step.base, keys, digests)
@@ -430,6 +444,8 @@ class ContextManager:
             tokens = self.counter.message(Message("system", SUMMARY_HEADER + text))
             self._summaries.put(keys[step.end], Summary(text, step.end, tokens))
             summarized = True
+            # After a chunk, keep folding down to the target, not just under the threshold.
+            step_limits = replace(limits, threshold=limits.target) if step.capped else limits
         else:  # pragma: no cover - plan() guarantees progress
             raise RuntimeError("context planning did not converge")
 
