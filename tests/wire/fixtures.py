@@ -53,3 +53,20 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+async def collect(stream: Any) -> tuple[list[Any], BaseException | None]:
+    """All events of a provider stream, and the error that ended it (if any)."""
+    events: list[Any] = []
+    try:
+        async for event in stream:
+            events.append(event)
+    except Exception as exc:  # the tests inspect it
+        return events, exc
+    return events, None
+
+
+def text_of(events: list[Any]) -> str:
+    from chat.events import TextDelta
+
+    return "".join(e.text for e in events if isinstance(e, TextDelta))

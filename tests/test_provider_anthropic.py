@@ -1,0 +1,248 @@
+"""The Anthropic adapter against a local server speaking Anthropic's SSE wire format
+(``event:`` lines, message_start … message_stop). The real SDK; nothing patched."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from pydantic import SecretStr
+
+from chat.catalogue import Catalogue
+from chat.errors import (
+    AuthenticationFailed,
+    ConnectionFailed,
+    ContentFiltered,
+    ContextLengthExceeded,
+    Interrupted,
+    InvalidRequest,
+    ModelNotFound,
+    NotConfigured,
+    RateLimited,
+    Timeout,
+    Unavailable,
+)
+from chat.events import Finish, TextDelta, Usage
+from chat.messages import ChatRequest, Message
+from chat.providers import State, build_providers
+from chat.providers.anthropic import AnthropicProvider
+from tests.wire import Script, WireServer
+from tests.wire.fixtures import clean_env, collect, free_port, make_settings, text_of, wire  # noqa: F401
+
+KEY = "sk-ant-test-key"
+TOKENS = ["Hel", "lo", ",", " wor", "ld", "!"]
+MODEL = "claude-haiku-4-5"
+
+
+def request(text: str = "hi", **kw: object) -> ChatRequest:
+    return ChatRequest(MODEL, (Message("system", "Be brief."), Message("user", text)), **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def provider(wire: WireServer) -> AsyncIterator[AnthropicProvider]:
+    adapter = AnthropicProvider(make_settings(max_output_tokens=321), api_key=SecretStr(KEY), base_url=wire.url)
+    yield adapter
+    await adapter.aclose()
+
+
+# -- streaming -----------------------------------------------------------------
+
+
+async def test_text_streams_in_order_then_usage_then_finish(wire: WireServer, provider: AnthropicProvider) -> None:
+    wire.enqueue(Script(tokens=TOKENS, usage=(42, 6)))
+    events, error = await collect(provider.stream(request()))
+    assert error is None
+    # input tokens from message_start, output tokens from message_delta
+    assert events == [*(TextDelta(t) for t in TOKENS), Usage(42, 6), Finish("stop")]
+
+
+async def test_system_messages_become_the_system_parameter(wire: WireServer, provider: AnthropicProvider) -> None:
+    messages = (
+        Message("system", "You are terse."),
+        Message("system", "Summary of earlier turns: none."),
+        Message("user", "one"),
+        Message("assistant", "two"),
+        Message("user", "three"),
+    )
+    await collect(provider.stream(ChatRequest(MODEL, messages, max_tokens=77)))
+    (sent,) = wire.chat_requests
+    assert sent.path == "/v1/messages"
+    assert sent.body["system"] == "You are terse.\n\nSummary of earlier turns: none."
+    assert sent.body["messages"] == [
+        {"role": "user", "content": "one"},
+        {"role": "assistant", "content": "two"},
+        {"role": "user", "content": "three"},
+    ]
+    assert sent.body["model"] == MODEL
+    assert sent.body["max_tokens"] == 77
+    assert sent.body["stream"] is True
+
+
+async def test_max_tokens_defaults_to_settings(wire: WireServer, provider: AnthropicProvider) -> None:
+    await collect(provider.stream(ChatRequest(MODEL, (Message("user", "x"),))))
+    (sent,) = wire.chat_requests
+    assert sent.body["max_tokens"] == 321
+    assert "system" not in sent.body
+
+
+@pytest.mark.parametrize(("stop_reason", "finish"), [("end_turn", "stop"), ("max_tokens", "length")])
+async def test_stop_reason_becomes_finish(
+    wire: WireServer, provider: AnthropicProvider, stop_reason: str, finish: str
+) -> None:
+    wire.enqueue(Script(tokens=["a"], finish_reason=stop_reason))
+    events, error = await collect(provider.stream(request()))
+    assert error is None and events[-1] == Finish(finish)
+
+
+async def test_refusal_without_text_is_content_filtered(wire: WireServer, provider: AnthropicProvider) -> None:
+    wire.enqueue(Script(tokens=[], finish_reason="refusal"))
+    _, error = await collect(provider.stream(request()))
+    assert isinstance(error, ContentFiltered)
+
+
+# -- HTTP errors -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "kind", "expected"),
+    [
+        (429, None, RateLimited),
+        (500, None, Unavailable),
+        (503, None, Unavailable),
+        (529, None, Unavailable),  # overloaded_error
+        (401, None, AuthenticationFailed),
+        (403, None, AuthenticationFailed),
+        (404, None, ModelNotFound),
+        (400, "context", ContextLengthExceeded),  # "prompt is too long: …"
+        (413, None, ContextLengthExceeded),  # request_too_large
+        (400, None, InvalidRequest),
+    ],
+)
+async def test_http_status_maps_to_its_class(
+    wire: WireServer, provider: AnthropicProvider, status: int, kind: str | None, expected: type
+) -> None:
+    wire.enqueue(Script(status=status, error_kind=kind))
+    events, error = await collect(provider.stream(request()))
+    assert events == []
+    assert type(error) is expected
+    assert error.status_code == status
+    assert error.model == f"anthropic:{MODEL}"
+    assert isinstance(error.__cause__, Exception)
+
+
+async def test_rate_limit_carries_retry_after(wire: WireServer, provider: AnthropicProvider) -> None:
+    wire.enqueue(Script(status=429, headers={"Retry-After": "11"}))
+    _, error = await collect(provider.stream(request()))
+    assert isinstance(error, RateLimited) and error.retry_after == 11.0
+
+
+@pytest.mark.parametrize("status", [503, 529, 429])
+async def test_sdk_does_not_retry(wire: WireServer, provider: AnthropicProvider, status: int) -> None:
+    wire.enqueue(Script(status=status, headers={"Retry-After": "0"}))
+    _, error = await collect(provider.stream(request()))
+    assert error is not None
+    assert len(wire.chat_requests) == 1
+
+
+async def test_unreachable_server_is_connection_failed(clean_env: None) -> None:
+    provider = AnthropicProvider(make_settings(), api_key=SecretStr(KEY), base_url=f"http://127.0.0.1:{free_port()}")
+    events, error = await collect(provider.stream(request()))
+    assert events == [] and type(error) is ConnectionFailed
+    await provider.aclose()
+
+
+async def test_stall_mid_stream_times_out_as_interrupted(wire: WireServer) -> None:
+    settings = make_settings(first_token_timeout=0.2, stall_timeout=0.2)
+    provider = AnthropicProvider(settings, api_key=SecretStr(KEY), base_url=wire.url)
+    wire.enqueue(Script(tokens=TOKENS, stall=3.0, stall_after=2))
+    _, error = await collect(provider.stream(request()))
+    # the SDK leaks a raw httpx2.ReadTimeout here; the boundary maps it
+    assert isinstance(error, Interrupted) and error.partial_text == "Hello"
+    assert type(error.cause) is Timeout
+    await provider.aclose()
+
+
+# -- failures after text: Interrupted with exactly the text delivered -----------
+
+
+@pytest.mark.parametrize(
+    ("script", "cause"),
+    [
+        (Script(tokens=TOKENS, error_after=3), Unavailable),  # event: error, overloaded_error
+        (Script(tokens=TOKENS, error_after=3, error_kind="rate_limit_error"), RateLimited),
+        (Script(tokens=TOKENS, cut_after=3), ConnectionFailed),  # raw httpx2 RemoteProtocolError
+        (Script(tokens=TOKENS[:3], end_marker=False), type(None)),  # no message_stop
+    ],
+    ids=["overloaded-event", "rate-limit-event", "cut", "no-message-stop"],
+)
+async def test_failure_after_n_tokens_is_interrupted_with_exact_text(
+    wire: WireServer, provider: AnthropicProvider, script: Script, cause: type
+) -> None:
+    wire.enqueue(script)
+    events, error = await collect(provider.stream(request()))
+    assert isinstance(error, Interrupted)
+    assert error.partial_text == "Hel" + "lo" + "," == text_of(events)
+    assert type(error.cause) is cause
+
+
+async def test_overloaded_event_before_text_is_unavailable(wire: WireServer, provider: AnthropicProvider) -> None:
+    wire.enqueue(Script(tokens=TOKENS, error_after=0))
+    events, error = await collect(provider.stream(request()))
+    assert events == [] and type(error) is Unavailable
+
+
+async def test_malformed_event_keeps_the_text_already_received(wire: WireServer, provider: AnthropicProvider) -> None:
+    # anthropic 2.12 raises json.JSONDecodeError on a malformed data line of a
+    # named event; either way no text already received may be lost.
+    wire.enqueue(Script(tokens=TOKENS, malformed_after=2))
+    events, error = await collect(provider.stream(request()))
+    if error is None:
+        assert text_of(events) == "".join(TOKENS)
+    else:
+        assert isinstance(error, Interrupted)
+        assert error.partial_text == "Hello" == text_of(events)
+
+
+async def test_closing_early_disconnects_within_a_second(wire: WireServer, provider: AnthropicProvider) -> None:
+    wire.enqueue(Script(tokens=[f"t{i} " for i in range(200)], delay=0.02))
+    stream = provider.stream(request())
+    got = [await anext(stream) for _ in range(3)]
+    assert got == [TextDelta("t0 "), TextDelta("t1 "), TextDelta("t2 ")]
+    closed_at = time.monotonic()
+    await stream.aclose()
+    record = await wire.wait_disconnect(1.0)
+    assert record is not None, "the server never saw the client go away"
+    assert record.disconnected - closed_at < 1.0
+    assert record.finished is None
+
+
+# -- configuration, laziness, availability -----------------------------------------
+
+
+async def test_build_is_lazy_and_makes_no_request(wire: WireServer) -> None:
+    settings = make_settings(ANTHROPIC_API_KEY=KEY, ANTHROPIC_BASE_URL=wire.url, local_model_enabled=False)
+    provider = build_providers(settings, Catalogue(models=()))["anthropic"]
+    assert provider.availability(MODEL).ready
+    assert provider._client is None
+    assert wire.requests == []
+    events, error = await collect(provider.stream(request("via base url")))
+    assert error is None and text_of(events) == "Echo: via base url"
+    assert provider._client is not None
+    await provider.aclose()
+
+
+async def test_missing_key_is_a_state_and_not_configured_at_request_time(wire: WireServer) -> None:
+    provider = AnthropicProvider(make_settings(), api_key=None, base_url=wire.url)
+    availability = provider.availability(MODEL)
+    assert availability.state is State.MISSING_KEY
+    assert availability.detail == "set ANTHROPIC_API_KEY"
+    _, error = await collect(provider.stream(request()))
+    assert isinstance(error, NotConfigured) and "ANTHROPIC_API_KEY" in str(error)
+    assert wire.requests == []
+
+
+async def test_key_is_sent(wire: WireServer, provider: AnthropicProvider) -> None:
+    await collect(provider.stream(request()))
+    (sent,) = wire.chat_requests
+    assert KEY in (sent.headers.get("x-api-key", "") + sent.headers.get("authorization", ""))
