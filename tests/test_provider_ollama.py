@@ -1,0 +1,217 @@
+"""The Ollama adapter against a local server speaking Ollama's NDJSON ``/api/chat``
+and ``/api/tags``. The real ``ollama`` SDK; nothing patched."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from chat.catalogue import Catalogue
+from chat.errors import (
+    AuthenticationFailed,
+    ConnectionFailed,
+    ContextLengthExceeded,
+    Interrupted,
+    InvalidRequest,
+    ModelNotFound,
+    RateLimited,
+    Unavailable,
+)
+from chat.events import Finish, TextDelta, Usage
+from chat.messages import ChatRequest, Message
+from chat.providers import State, build_providers
+from chat.providers.ollama import OllamaProvider
+from tests.wire import Script, WireServer
+from tests.wire.fixtures import clean_env, collect, free_port, make_settings, text_of, wire  # noqa: F401
+
+TOKENS = ["Hel", "lo", ",", " wor", "ld", "!"]
+
+
+def request(text: str = "hi", model: str = "llama3.2:latest", **kw: object) -> ChatRequest:
+    return ChatRequest(model, (Message("system", "Be brief."), Message("user", text)), **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def provider(wire: WireServer) -> AsyncIterator[OllamaProvider]:
+    adapter = OllamaProvider(make_settings(OLLAMA_HOST=wire.url, ollama_tier="standard", ollama_context_window=4096))
+    yield adapter
+    await adapter.aclose()
+
+
+# -- discovery and availability ------------------------------------------------------
+
+
+async def test_discover_lists_models_with_configured_tier_and_window(
+    wire: WireServer, provider: OllamaProvider
+) -> None:
+    specs = await provider.discover()
+    assert [s.id for s in specs] == ["ollama:llama3.2:latest", "ollama:qwen2.5:0.5b"]
+    assert {s.tier for s in specs} == {"standard"}
+    assert {s.context_window for s in specs} == {4096}
+    assert provider.availability("llama3.2:latest").ready
+    (listed,) = wire.requests
+    assert (listed.method, listed.path) == ("GET", "/api/tags")
+
+
+async def test_refresh_picks_up_newly_pulled_models(wire: WireServer, provider: OllamaProvider) -> None:
+    assert len(await provider.discover()) == 2
+    wire.ollama_models.append("mistral:7b")
+    assert "ollama:mistral:7b" in [s.id for s in await provider.discover()]
+
+
+async def test_unreachable_server_is_a_state_not_a_crash(clean_env: None) -> None:
+    port = free_port()
+    provider = OllamaProvider(make_settings(OLLAMA_HOST=f"http://127.0.0.1:{port}"))
+    assert await provider.discover() == []
+    availability = provider.availability("llama3.2:latest")
+    assert availability.state is State.UNREACHABLE
+    assert f"127.0.0.1:{port}" in availability.detail
+    # the server comes up: the next discovery finds it
+    with WireServer(port=port):
+        assert len(await provider.discover()) == 2
+    assert provider.availability("llama3.2:latest").ready
+    await provider.aclose()
+
+
+async def test_build_is_lazy_and_makes_no_request(wire: WireServer) -> None:
+    settings = make_settings(OLLAMA_HOST=wire.url, local_model_enabled=False)
+    provider = build_providers(settings, Catalogue(models=()))["ollama"]
+    assert provider.availability("llama3.2").ready  # no discovery yet: nothing known against it
+    assert provider._client is None
+    assert wire.requests == []
+    events, error = await collect(provider.stream(request()))
+    assert error is None and provider._client is not None
+    await provider.aclose()
+
+
+def test_ollama_can_be_switched_off(clean_env: None) -> None:
+    providers = build_providers(make_settings(ollama_enabled=False, local_model_enabled=False), Catalogue(models=()))
+    assert "ollama" not in providers
+
+
+# -- streaming -----------------------------------------------------------------
+
+
+async def test_text_streams_in_order_then_usage_then_finish(wire: WireServer, provider: OllamaProvider) -> None:
+    wire.enqueue(Script(tokens=TOKENS, usage=(13, 6)))
+    events, error = await collect(provider.stream(request()))
+    assert error is None
+    # prompt_eval_count / eval_count from the final done line
+    assert events == [*(TextDelta(t) for t in TOKENS), Usage(13, 6), Finish("stop")]
+
+
+async def test_request_carries_messages_and_options(wire: WireServer, provider: OllamaProvider) -> None:
+    await collect(provider.stream(request("hello", temperature=0.2, max_tokens=64)))
+    (sent,) = wire.chat_requests
+    assert sent.path == "/api/chat"
+    assert sent.body["model"] == "llama3.2:latest"
+    assert sent.body["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "hello"},
+    ]
+    assert sent.body["stream"] is True
+    assert sent.body["options"] == {"temperature": 0.2, "num_predict": 64}
+
+
+async def test_id_without_latest_tag_maps_to_the_listed_name(wire: WireServer, provider: OllamaProvider) -> None:
+    await provider.discover()
+    events, error = await collect(provider.stream(request(model="llama3.2")))
+    assert error is None and text_of(events) == "Echo: hi"
+    assert wire.chat_requests[-1].body["model"] == "llama3.2:latest"
+
+
+async def test_unknown_model_is_model_not_found(wire: WireServer, provider: OllamaProvider) -> None:
+    _, error = await collect(provider.stream(request(model="nope:1b")))
+    assert type(error) is ModelNotFound and error.status_code == 404
+
+
+async def test_done_reason_is_passed_on(wire: WireServer, provider: OllamaProvider) -> None:
+    wire.enqueue(Script(tokens=["a"], finish_reason="length"))
+    events, error = await collect(provider.stream(request()))
+    assert error is None and events[-1] == Finish("length")
+
+
+# -- HTTP errors -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "kind", "expected"),
+    [
+        (429, None, RateLimited),
+        (500, None, Unavailable),
+        (503, None, Unavailable),
+        (401, None, AuthenticationFailed),
+        (404, None, ModelNotFound),
+        (400, "context", ContextLengthExceeded),
+        (400, None, InvalidRequest),
+    ],
+)
+async def test_http_status_maps_to_its_class(
+    wire: WireServer, provider: OllamaProvider, status: int, kind: str | None, expected: type
+) -> None:
+    wire.enqueue(Script(status=status, error_kind=kind))
+    events, error = await collect(provider.stream(request()))
+    assert events == []
+    assert type(error) is expected
+    assert error.status_code == status
+    assert error.model == "ollama:llama3.2:latest"
+    assert isinstance(error.__cause__, Exception)
+
+
+async def test_one_request_per_call(wire: WireServer, provider: OllamaProvider) -> None:
+    wire.enqueue(Script(status=503))
+    _, error = await collect(provider.stream(request()))
+    assert type(error) is Unavailable
+    assert len(wire.chat_requests) == 1
+
+
+async def test_dead_host_while_streaming_is_connection_failed(clean_env: None) -> None:
+    provider = OllamaProvider(make_settings(OLLAMA_HOST=f"http://127.0.0.1:{free_port()}"))
+    events, error = await collect(provider.stream(request()))
+    assert events == [] and type(error) is ConnectionFailed  # raw httpx.ConnectError, mapped
+    await provider.aclose()
+
+
+# -- failures after text: Interrupted with exactly the text delivered -----------
+
+
+@pytest.mark.parametrize(
+    ("script", "cause"),
+    [
+        (Script(tokens=TOKENS, error_after=3), Unavailable),  # {"error": …} line, status -1
+        (Script(tokens=TOKENS, cut_after=3), ConnectionFailed),
+        (Script(tokens=TOKENS[:3], end_marker=False), type(None)),  # no done:true
+    ],
+    ids=["error-line", "cut", "no-done"],
+)
+async def test_failure_after_n_tokens_is_interrupted_with_exact_text(
+    wire: WireServer, provider: OllamaProvider, script: Script, cause: type
+) -> None:
+    wire.enqueue(script)
+    events, error = await collect(provider.stream(request()))
+    assert isinstance(error, Interrupted)
+    assert error.partial_text == "Hel" + "lo" + "," == text_of(events)
+    assert type(error.cause) is cause
+
+
+async def test_malformed_line_keeps_the_text_already_received(wire: WireServer, provider: OllamaProvider) -> None:
+    wire.enqueue(Script(tokens=TOKENS, malformed_after=2))
+    events, error = await collect(provider.stream(request()))
+    assert isinstance(error, Interrupted)
+    assert error.partial_text == "Hello" == text_of(events)
+    assert isinstance(error.cause, ConnectionFailed)
+
+
+async def test_closing_early_disconnects_within_a_second(wire: WireServer, provider: OllamaProvider) -> None:
+    wire.enqueue(Script(tokens=[f"t{i} " for i in range(200)], delay=0.02))
+    stream = provider.stream(request())
+    got = [await anext(stream) for _ in range(3)]
+    assert got == [TextDelta("t0 "), TextDelta("t1 "), TextDelta("t2 ")]
+    closed_at = time.monotonic()
+    await stream.aclose()
+    record = await wire.wait_disconnect(1.0)
+    assert record is not None, "the server never saw the client go away"
+    assert record.disconnected - closed_at < 1.0
+    assert record.finished is None
