@@ -1,7 +1,9 @@
 """The router, branch by branch, against scripted providers.
 
 Two providers, ``a`` and ``b``, each with one model per tier. Time is fake
-(``FakeTime``) except where a real time limit is the point of the test.
+(``FakeTime``) except where a real time limit is the point of the test. The
+last section repeats the key scenarios through the real OpenAI adapter against
+local wire servers (``tests.wire``): real bytes, real sockets, real disconnects.
 """
 
 from __future__ import annotations
@@ -32,8 +34,10 @@ from chat.errors import (
 from chat.events import FallingBack, Finish, ModelSelected, Retrying, TextDelta, Usage
 from chat.messages import Message
 from chat.providers.base import Availability, State
+from chat.providers.openai import OpenAIProvider
 from chat.router import Router
 from tests.scripted import Reply, ScriptedProvider
+from tests.wire import Script, WireServer
 
 WALL_OFFSET = 1_800_000_000.0
 
@@ -625,3 +629,95 @@ async def test_interrupted_partial_text_matches_what_was_shown(clock, a, b):
     events, raised = await collect_until_error(router, "a:std")
     first = raised.attempts[0][1]
     assert isinstance(first, Interrupted) and first.partial_text == "abcdef" == raised.partial_text
+
+
+# -- through the real OpenAI adapter and local wire servers ------------------------
+
+WIRE_CATALOGUE = Catalogue(
+    models=(spec("p:model", "standard"), spec("f:model", "standard")),
+)
+
+
+@pytest.fixture
+def servers():
+    with WireServer() as p_server, WireServer() as f_server:
+        yield p_server, f_server
+
+
+def wire_router(servers, **overrides: object) -> Router:
+    s = settings(connect_timeout=2.0, **overrides)
+    p_server, f_server = servers
+    providers = {
+        name: OpenAIProvider(s, name=name, base_url=server.openai_base_url, key_required=False)
+        for name, server in (("p", p_server), ("f", f_server))
+    }
+    return Router(s, WIRE_CATALOGUE, providers)
+
+
+def words(n: int, start: int = 0) -> list[str]:
+    return [f"w{i} " for i in range(start, n)]
+
+
+async def test_wire_503_falls_back(servers):
+    p_server, f_server = servers
+    p_server.enqueue(Script(status=503, error="overloaded"))
+    f_server.enqueue(Script(tokens=["from ", "f"]))
+    events = await collect(wire_router(servers), "p:model")
+    notice = of_type(events, FallingBack)[0]
+    assert (notice.failed_model, notice.next_model) == ("p:model", "f:model")
+    assert "503" in notice.reason
+    assert text_of(events) == "from f"
+
+
+async def test_wire_cut_after_ten_tokens_is_continued(servers):
+    p_server, f_server = servers
+    p_server.enqueue(Script(tokens=words(30), cut_after=10))
+    f_server.enqueue(Script(tokens=["w9 ", *words(30, 10)]))  # repeats the last token
+    events = await collect(wire_router(servers), "p:model")
+    assert text_of(events) == "".join(words(30))
+    assert of_type(events, FallingBack)[0].continuing
+    sent = f_server.chat_requests[0].body["messages"]
+    assert sent[-2] == {"role": "assistant", "content": "".join(words(10))}
+    assert sent[-1] == {"role": "user", "content": CONTINUE_INSTRUCTION}
+
+
+async def test_wire_first_token_stall_falls_back_and_disconnects(servers):
+    p_server, f_server = servers
+    p_server.enqueue(Script(tokens=["late"], stall=5))
+    f_server.enqueue(Script(tokens=["on time"]))
+    started = time.monotonic()
+    events = await collect(wire_router(servers, first_token_timeout=0.3), "p:model")
+    assert time.monotonic() - started < 2
+    assert text_of(events) == "on time"
+    assert await p_server.wait_disconnect(1.0) is not None
+
+
+async def test_wire_mid_stream_stall_is_continued(servers):
+    p_server, f_server = servers
+    p_server.enqueue(Script(tokens=words(6), stall=5, stall_after=3))
+    f_server.enqueue(Script(tokens=words(6, 3)))
+    events = await collect(wire_router(servers, stall_timeout=0.3), "p:model")
+    assert text_of(events) == "".join(words(6))
+    assert "no text for 0.3 s" in of_type(events, FallingBack)[0].reason
+    assert await p_server.wait_disconnect(1.0) is not None
+
+
+async def test_wire_stop_during_fallback_disconnects_upstream(servers):
+    p_server, f_server = servers
+    p_server.enqueue(Script(status=503))
+    f_server.enqueue(Script(tokens=words(200), delay=0.02))
+    router = wire_router(servers)
+    seen: list = []
+
+    async def consume() -> None:
+        async for event in router.stream("p:model", USER):
+            seen.append(event)
+
+    task = asyncio.create_task(consume())
+    while not of_type(seen, TextDelta):
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    gone = await f_server.wait_disconnect(1.0)
+    assert gone is not None and gone.finished is None
