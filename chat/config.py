@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     local_threads: int = Field(0, ge=0)  # 0: cores / pool size, at least 1
     local_n_ctx: int = Field(0, ge=0)  # 0: the GGUF's training context
     local_warmup: bool = True
+    # A 135M model loops easily; a mild penalty keeps long answers readable.
+    local_repeat_penalty: float = Field(1.1, ge=1.0, le=2.0)
 
     # -- requests ------------------------------------------------------------
     system_prompt: str = "You are a helpful assistant."

@@ -25,12 +25,6 @@ __all__ = ["build_demo", "history_to_messages", "model_choices"]
 
 log = logging.getLogger(__name__)
 
-CSS = """
-.relay-model-row { align-items: end; }
-footer { display: none !important; }
-"""
-
-
 def history_to_messages(history: Sequence[Any]) -> tuple[Message, ...]:
     """Gradio history → user/assistant turns.
 
@@ -136,7 +130,7 @@ def build_demo(runtime: Runtime) -> gr.Blocks:
         return gr.Dropdown(choices=choices, value=current if current in ids else AUTO)
 
     with gr.Blocks(title="Relay Chat", fill_height=True) as demo:
-        with gr.Row(elem_classes="relay-model-row"):
+        with gr.Row():
             model = gr.Dropdown(
                 choices=model_choices(runtime),
                 value=settings.default_model,
@@ -145,7 +139,7 @@ def build_demo(runtime: Runtime) -> gr.Blocks:
                 scale=8,
                 allow_custom_value=True,
             )
-            refresh = gr.Button("↻ Refresh models", scale=1, size="sm")
+            refresh = gr.Button("↻ Refresh models", scale=0, min_width=150, size="md")
         system_prompt = gr.Textbox(settings.system_prompt, label="System prompt", lines=3, render=False)
         temperature = gr.Slider(0, 2, value=settings.temperature, step=0.05, label="Temperature", render=False)
         max_tokens = gr.Number(
@@ -161,7 +155,7 @@ def build_demo(runtime: Runtime) -> gr.Blocks:
             respond,
             chatbot=chatbot,
             additional_inputs=[model, system_prompt, temperature, max_tokens],
-            additional_inputs_accordion=gr.Accordion("System prompt, temperature, max output tokens", open=False),
+            additional_inputs_accordion="System prompt, temperature, max output tokens",
             concurrency_limit=settings.concurrency_limit,
             save_history=True,
             api_name="chat",

@@ -256,6 +256,7 @@ class LocalProvider:
                 [{"role": m.role, "content": m.content} for m in request.messages],
                 temperature=request.temperature if request.temperature is not None else 0.7,
                 max_tokens=request.max_tokens,
+                repeat_penalty=self._settings.local_repeat_penalty,
                 stream=True,
             )
             produced = 0
