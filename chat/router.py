@@ -7,8 +7,9 @@
 - **Chain.** Candidates in order: the chosen model, the other models of its
   tier, then the catalogue's ``[routing] fallback`` list (Auto then adds the
   other models, nearest tier first; when its tier has no ready model, Auto
-  starts from the nearest tier that has one). Models that are not ready (no key, unreachable,
-  cooling down) are skipped; at most ``fallback_depth`` models are called.
+  starts from the nearest tier that has one). Models that are not ready (no
+  key, unreachable, cooling down) are skipped, with a notice when the user
+  chose that model; at most ``fallback_depth`` models are called.
 - **Errors decide.** An error whose ``fallback`` is false (invalid request,
   content filter) reaches the caller as it is; so does a context-length error
   before any text (context management compacts and retries). Others move on to
@@ -34,12 +35,11 @@ import asyncio
 import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Awaitable
 
-from .catalogue import AUTO, TIERS, Catalogue, ModelSpec
+from .catalogue import AUTO, TIERS, Catalogue, ModelSpec, split_model_id
 from .config import Settings
 from .continuation import Seam, continuation_messages
 from .cooldown import Cooldowns
@@ -132,7 +132,7 @@ class Router:
         if bench is not None:
             until = self._wall() + self.cooldowns.remaining(bench)
             return Availability(State.COOLING_DOWN, bench.error.describe(), until=until)
-        provider_name, _, name = model_id.partition(":")
+        provider_name, name = split_model_id(model_id)
         provider = self.providers.get(provider_name)
         if provider is None:
             return Availability(State.DISABLED, f"no {provider_name!r} provider is set up")

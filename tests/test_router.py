@@ -222,6 +222,23 @@ async def test_options_list_every_model_with_availability(clock, a):
     assert states["b:fast"] is State.DISABLED
 
 
+async def test_catalogue_can_be_replaced(clock, a, b):
+    router = make_router(clock, a, b)
+    router.catalogue = CATALOGUE.with_models([spec("a:discovered", "fast")])
+    assert router.options()[-1].id == "a:discovered"
+    events = await collect(router, "a:discovered")
+    assert of_type(events, ModelSelected)[0].model_id == "a:discovered"
+
+
+async def test_auto_with_nothing_ready_says_why(clock, a):
+    for model in ("fast", "std", "prem"):
+        a.states[model] = Availability(State.MISSING_KEY, "set A_KEY")
+    events, raised = await collect_until_error(make_router(clock, a), "auto")
+    assert isinstance(raised, AllModelsFailed)
+    assert ("a:fast", "not configured: set A_KEY") in [(m, e.describe()) for m, e in raised.attempts]
+    assert events == []
+
+
 async def test_max_tokens_capped_by_the_model(clock, a, b):
     router = make_router(clock, a, b)
     await collect(router, "b:std", max_tokens=500, temperature=0.2)
