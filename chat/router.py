@@ -217,13 +217,16 @@ class Router:
 
         while True:
             answer = "".join(shown)
+            # Whitespace alone is no answer to continue (and some APIs reject a
+            # whitespace-only message): the next model then simply answers.
+            continuing = bool(answer.strip())
             request = ChatRequest(
                 model=spec.name,
-                messages=continuation_messages(messages, answer) if answer else tuple(messages),
+                messages=continuation_messages(messages, answer) if continuing else tuple(messages),
                 temperature=temperature,
                 max_tokens=_cap(max_tokens, spec.max_output_tokens),
             )
-            seam = Seam(answer) if answer else None
+            seam = Seam(answer) if continuing else None
             try:
                 async with aclosing(self._timed(self._provider(spec).stream(request), spec.id)) as events:
                     async for event in events:
@@ -261,9 +264,10 @@ class Router:
                 spec = self._take_ready(pending, passed) if can_fall_back else None
                 if spec is None:
                     raise AllModelsFailed(attempts + passed, "".join(shown)) from exc
-                yield FallingBack(failed.id, exc.describe(), spec.id, continuing=bool(shown))
+                continues = bool("".join(shown).strip())
+                yield FallingBack(failed.id, exc.describe(), spec.id, continuing=continues)
                 called, retries = called + 1, 0
-                verb = "continuing the answer of" if shown else "taking over from"
+                verb = "continuing the answer of" if continues else "taking over from"
                 yield ModelSelected(spec.id, spec.label, route.tier, f"{verb} {failed.id}")
 
     def _provider(self, spec: ModelSpec) -> Provider:

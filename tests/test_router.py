@@ -534,6 +534,15 @@ async def test_second_interruption_sends_all_text_so_far(clock, a, b):
     assert [n.continuing for n in of_type(events, FallingBack)] == [True, True]
 
 
+async def test_whitespace_only_partial_is_not_continued(clock, a, b):
+    a.enqueue("std", Reply(["\n"], error=Unavailable()))
+    b.enqueue("std", Reply(["Fresh answer."]))
+    events = await collect(make_router(clock, a, b), "a:std")
+    assert text_of(events) == "\nFresh answer."
+    assert b.calls[0].messages == tuple(USER)
+    assert not of_type(events, FallingBack)[0].continuing
+
+
 def test_strip_overlap_cases():
     assert strip_overlap("France is", "is Paris.") == " Paris."
     assert strip_overlap("France is ", "is Paris.") == "Paris."
