@@ -28,7 +28,7 @@ from chat.messages import ChatRequest, Message
 from chat.providers import State, build_providers
 from chat.providers.anthropic import AnthropicProvider
 from tests.wire import Script, WireServer
-from tests.wire.fixtures import clean_env, collect, free_port, make_settings, text_of, wire  # noqa: F401
+from tests.wire.fixtures import sdk_env, collect, free_port, make_settings, text_of, wire  # noqa: F401
 
 KEY = "sk-ant-test-key"
 TOKENS = ["Hel", "lo", ",", " wor", "ld", "!"]
@@ -145,7 +145,7 @@ async def test_sdk_does_not_retry(wire: WireServer, provider: AnthropicProvider,
     assert len(wire.chat_requests) == 1
 
 
-async def test_unreachable_server_is_connection_failed(clean_env: None) -> None:
+async def test_unreachable_server_is_connection_failed(sdk_env: None) -> None:
     provider = AnthropicProvider(make_settings(), api_key=SecretStr(KEY), base_url=f"http://127.0.0.1:{free_port()}")
     events, error = await collect(provider.stream(request()))
     assert events == [] and type(error) is ConnectionFailed

@@ -17,6 +17,7 @@ from chat.errors import (
     InvalidRequest,
     ModelNotFound,
     RateLimited,
+    Timeout,
     Unavailable,
 )
 from chat.events import Finish, TextDelta, Usage
@@ -24,7 +25,7 @@ from chat.messages import ChatRequest, Message
 from chat.providers import State, build_providers
 from chat.providers.ollama import OllamaProvider
 from tests.wire import Script, WireServer
-from tests.wire.fixtures import clean_env, collect, free_port, make_settings, text_of, wire  # noqa: F401
+from tests.wire.fixtures import sdk_env, collect, free_port, make_settings, text_of, wire  # noqa: F401
 
 TOKENS = ["Hel", "lo", ",", " wor", "ld", "!"]
 
@@ -61,7 +62,7 @@ async def test_refresh_picks_up_newly_pulled_models(wire: WireServer, provider: 
     assert "ollama:mistral:7b" in [s.id for s in await provider.discover()]
 
 
-async def test_unreachable_server_is_a_state_not_a_crash(clean_env: None) -> None:
+async def test_unreachable_server_is_a_state_not_a_crash(sdk_env: None) -> None:
     port = free_port()
     provider = OllamaProvider(make_settings(OLLAMA_HOST=f"http://127.0.0.1:{port}"))
     assert await provider.discover() == []
@@ -86,7 +87,7 @@ async def test_build_is_lazy_and_makes_no_request(wire: WireServer) -> None:
     await provider.aclose()
 
 
-def test_ollama_can_be_switched_off(clean_env: None) -> None:
+def test_ollama_can_be_switched_off(sdk_env: None) -> None:
     providers = build_providers(make_settings(ollama_enabled=False, local_model_enabled=False), Catalogue(models=()))
     assert "ollama" not in providers
 
@@ -167,7 +168,7 @@ async def test_one_request_per_call(wire: WireServer, provider: OllamaProvider) 
     assert len(wire.chat_requests) == 1
 
 
-async def test_dead_host_while_streaming_is_connection_failed(clean_env: None) -> None:
+async def test_dead_host_while_streaming_is_connection_failed(sdk_env: None) -> None:
     provider = OllamaProvider(make_settings(OLLAMA_HOST=f"http://127.0.0.1:{free_port()}"))
     events, error = await collect(provider.stream(request()))
     assert events == [] and type(error) is ConnectionFailed  # raw httpx.ConnectError, mapped
@@ -194,6 +195,16 @@ async def test_failure_after_n_tokens_is_interrupted_with_exact_text(
     assert isinstance(error, Interrupted)
     assert error.partial_text == "Hel" + "lo" + "," == text_of(events)
     assert type(error.cause) is cause
+
+
+async def test_stall_mid_stream_times_out_as_interrupted(wire: WireServer) -> None:
+    provider = OllamaProvider(make_settings(OLLAMA_HOST=wire.url, first_token_timeout=0.2, stall_timeout=0.2))
+    wire.enqueue(Script(tokens=TOKENS, stall=3.0, stall_after=2))
+    _, error = await collect(provider.stream(request()))
+    # the SDK leaks a raw httpx.ReadTimeout here; the boundary maps it
+    assert isinstance(error, Interrupted) and error.partial_text == "Hello"
+    assert type(error.cause) is Timeout
+    await provider.aclose()
 
 
 async def test_malformed_line_keeps_the_text_already_received(wire: WireServer, provider: OllamaProvider) -> None:

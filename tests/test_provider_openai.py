@@ -31,7 +31,7 @@ from chat.providers import State, build_providers
 from chat.providers.errors_map import classify, retry_after
 from chat.providers.openai import OpenAIProvider
 from tests.wire import Script, WireServer
-from tests.wire.fixtures import clean_env, collect, free_port, make_settings, text_of, wire  # noqa: F401
+from tests.wire.fixtures import sdk_env, collect, free_port, make_settings, text_of, wire  # noqa: F401
 
 KEY = "sk-test-openai-key"
 TOKENS = ["Hel", "lo", ",", " wor", "ld", "!"]
@@ -136,7 +136,7 @@ async def test_sdk_does_not_retry(wire: WireServer, provider: OpenAIProvider, st
     assert len(wire.chat_requests) == 1
 
 
-async def test_unreachable_server_is_connection_failed(clean_env: None) -> None:
+async def test_unreachable_server_is_connection_failed(sdk_env: None) -> None:
     provider = OpenAIProvider(make_settings(), api_key=SecretStr(KEY), base_url=f"http://127.0.0.1:{free_port()}/v1")
     events, error = await collect(provider.stream(request()))
     assert events == [] and type(error) is ConnectionFailed

@@ -23,7 +23,7 @@ from chat.providers.anthropic import AnthropicProvider
 from chat.providers.errors_map import clean
 from chat.providers.openai import OpenAIProvider
 from tests.wire import Script, WireServer
-from tests.wire.fixtures import clean_env, collect, free_port, make_settings, wire  # noqa: F401
+from tests.wire.fixtures import sdk_env, collect, free_port, make_settings, wire  # noqa: F401
 
 PLANTED = "sk-test-PLANTED-SECRET-123"
 REQUEST = ChatRequest("some-model", (Message("system", "s"), Message("user", "hello")))
@@ -58,14 +58,14 @@ def providers_with_planted_key(wire: WireServer, monkeypatch: pytest.MonkeyPatch
     return build_providers(settings, catalogue)  # type: ignore[return-value]
 
 
-def test_settings_never_print_the_key(clean_env: None) -> None:
+def test_settings_never_print_the_key(sdk_env: None) -> None:
     settings = make_settings(OPENAI_API_KEY=PLANTED, ANTHROPIC_API_KEY=PLANTED)
     assert isinstance(settings.openai_api_key, SecretStr)
     for text in (str(settings), repr(settings), settings.model_dump_json(), str(settings.model_dump())):
         assert PLANTED not in text
 
 
-def test_settings_from_the_environment_never_print_the_key(monkeypatch: pytest.MonkeyPatch, clean_env: None) -> None:
+def test_settings_from_the_environment_never_print_the_key(monkeypatch: pytest.MonkeyPatch, sdk_env: None) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", PLANTED)
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     assert settings.openai_api_key is not None and settings.openai_api_key.get_secret_value() == PLANTED
@@ -118,7 +118,7 @@ async def test_interruption_hides_the_key(
 
 
 @pytest.mark.parametrize("cls", [OpenAIProvider, AnthropicProvider])
-async def test_connection_failure_hides_the_key(clean_env: None, logs: pytest.LogCaptureFixture, cls: type) -> None:
+async def test_connection_failure_hides_the_key(sdk_env: None, logs: pytest.LogCaptureFixture, cls: type) -> None:
     url = f"http://127.0.0.1:{free_port()}"
     provider = cls(make_settings(), api_key=SecretStr(PLANTED), base_url=url)
     _, error = await collect(provider.stream(REQUEST))
@@ -129,7 +129,7 @@ async def test_connection_failure_hides_the_key(clean_env: None, logs: pytest.Lo
     await provider.aclose()
 
 
-def test_credentials_in_a_base_url_stay_out_of_messages(clean_env: None) -> None:
+def test_credentials_in_a_base_url_stay_out_of_messages(sdk_env: None) -> None:
     from chat.providers.errors_map import public_url
 
     assert public_url(f"http://user:{PLANTED}@gateway.local/v1") == "http://gateway.local/v1"

@@ -22,8 +22,10 @@ import re
 import time
 from collections.abc import Mapping
 
+import anyio
 import httpx
 import httpx2
+import pydantic
 
 from ..errors import (
     AuthenticationFailed,
@@ -148,7 +150,13 @@ def retry_after(headers: Mapping[str, str] | None) -> float | None:
 
 
 _TIMEOUTS = (httpx.TimeoutException, httpx2.TimeoutException, TimeoutError)
-_TRANSPORT = (httpx.TransportError, httpx2.TransportError, httpx.DecodingError, httpx2.DecodingError, OSError)
+_TRANSPORT = (
+    httpx.TransportError, httpx2.TransportError, httpx.DecodingError, httpx2.DecodingError,
+    anyio.EndOfStream, anyio.BrokenResourceError, OSError,
+)
+# A chunk that does not parse (openai, ollama and anthropic raise JSONDecodeError)
+# or does not fit the SDK's model (ollama builds pydantic objects per line).
+_MALFORMED = (json.JSONDecodeError, pydantic.ValidationError)
 
 
 def transport_error(exc: BaseException, *, where: str = "", model: str | None = None) -> ProviderError | None:
@@ -160,9 +168,9 @@ def transport_error(exc: BaseException, *, where: str = "", model: str | None = 
     suffix = f" ({where})" if where else ""
     if isinstance(exc, _TIMEOUTS):
         return Timeout(f"no response in time{suffix}", model=model)
-    if isinstance(exc, json.JSONDecodeError):
-        # openai and ollama crash on a malformed data line; the text so far
-        # survives because guard_stream turns this into Interrupted.
+    if isinstance(exc, _MALFORMED):
+        # The SDKs crash on a malformed data line; the text so far survives
+        # because guard_stream turns this into Interrupted.
         return ConnectionFailed(f"malformed chunk in the stream{suffix}", model=model)
     if isinstance(exc, _TRANSPORT):
         kind = type(exc).__name__

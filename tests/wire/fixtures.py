@@ -21,15 +21,19 @@ _SDK_ENV = (
 
 
 @pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in _SDK_ENV:
-        monkeypatch.delenv(name, raising=False)
+def sdk_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No provider or CHAT_ variables, nor the ones the SDKs read on their own."""
+    import os
+
+    for name in list(os.environ):
+        if name in _SDK_ENV or (name.startswith("CHAT_") and name != "CHAT_ENV_FILE"):
+            monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     monkeypatch.setenv("CHAT_ENV_FILE", "")
 
 
 @pytest.fixture
-def wire(clean_env: None) -> Iterator[WireServer]:
+def wire(sdk_env: None) -> Iterator[WireServer]:
     with WireServer() as server:
         yield server
 

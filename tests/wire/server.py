@@ -60,9 +60,11 @@ class Exchange:
         # The client sends nothing more (one request per connection), so a
         # completed read means it closed its side: that is the disconnect.
         self._eof = asyncio.ensure_future(reader.read(1))
-        self._eof.add_done_callback(lambda _t: self._client_closed(on_disconnect))
+        self._eof.add_done_callback(lambda task: self._client_closed(task, on_disconnect))
 
-    def _client_closed(self, on_disconnect: Any) -> None:
+    def _client_closed(self, task: asyncio.Future[bytes], on_disconnect: Any) -> None:
+        if task.cancelled() or (task.exception() is None and task.result()):
+            return  # we closed it, or the client sent bytes (not a close)
         if not self._done and self.record.disconnected is None:
             self.record.disconnected = time.monotonic()
             on_disconnect()
