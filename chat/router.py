@@ -308,6 +308,10 @@ class Router:
         parts: list[str] = []
         async with aclosing(events):  # type: ignore[type-var]
             while True:
+                if parts:
+                    # Measured while we wait, so time the consumer spends on an
+                    # event never counts as the provider's silence.
+                    deadline = loop.time() + stall
                 try:
                     async with asyncio.timeout_at(deadline) as scope:
                         event = await anext(events)
@@ -324,8 +328,6 @@ class Router:
                     ) from None
                 if isinstance(event, TextDelta):
                     parts.append(event.text)
-                if parts:
-                    deadline = loop.time() + stall
                 yield event
 
 

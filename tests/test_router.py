@@ -598,6 +598,16 @@ async def test_time_limits_are_per_event_not_per_answer(clock, a):
     assert text_of(await collect(router, "a:std")) == "a" * 8
 
 
+async def test_a_slow_consumer_is_not_a_stall(clock, a):
+    a.enqueue("std", Reply(["a", "b", "c"]))
+    router = make_router(clock, a, catalogue=ONLY_A, stall_timeout=0.1)
+    events = []
+    async for event in router.stream("a:std", USER):
+        events.append(event)
+        await asyncio.sleep(0.2)  # e.g. the UI busy with the previous update
+    assert text_of(events) == "abc" and of_type(events, FallingBack) == []
+
+
 async def test_stop_during_backoff_is_prompt(a):
     a.enqueue("std", Reply(error=RateLimited(retry_after=3)))
     router = Router(settings(), ONLY_A, {"a": a})  # real sleep
