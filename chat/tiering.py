@@ -9,10 +9,13 @@ premium
     or it is very long (over ``PREMIUM_CHARS`` characters).
 standard
     one reasoning cue, code (a fenced block, code syntax or a programming
-    request), maths, a list of three or more items (numbered or bulleted), or a prompt
-    over ``STANDARD_CHARS`` characters.
+    request), maths, a list of three or more items (numbered or bulleted), a
+    request for an explanation ("how does", "difference between", ...) or a
+    piece of writing (an essay, a letter, a report...), or a prompt over
+    ``STANDARD_CHARS`` characters.
 fast
-    everything else: short questions, chit-chat, lookups, quick rewrites.
+    everything else: short questions, chit-chat, lookups, short poems, quick
+    rewrites.
 
 No model is called. Only the first ``HEAD`` and last ``TAIL`` characters are
 scanned for cues (the question usually sits at one end of a long paste), so
@@ -43,10 +46,21 @@ _REASONING_PHRASES = (
     " think through", " explain why", " in depth", " in detail", " root cause",
     " what would happen if", " design a ", " design an ", " plan a ", " plan for ", " plan out ",
 )
+_REASONING_PHRASES += (" should i use ", " which is better", " which one should")
+# Asking for an explanation or a piece of writing: worth more than the fast
+# tier, but not by itself a reason for premium.
+_EXPLAIN_PHRASES = (
+    " explain how", " explain what", " explain the", " how does", " why does", " why do ",
+    " difference between", " walk me through",
+)
+_WRITING = re.compile(
+    r"(?:write|draft|compose) (?:a|an|the|my|me a|me an) (?:[a-z-]+ ){0,2}"
+    r"(?:essay|letter|email|report|article|story|blog post|proposal|speech|review|summary|cv|resume)\b"
+)
 _CODE_WORDS = frozenset(
     "python javascript typescript java rust golang c++ c# sql bash regex html css json yaml "
     "dockerfile kubernetes api endpoint compile compiled compiler debug debugging refactor "
-    "segfault".split()
+    "segfault algorithm complexity".split()
 )
 _CODE_PHRASES = (" shell script", " unit test", " stack trace")
 _CODE_REQUEST = re.compile(
@@ -110,6 +124,12 @@ def classify(prompt: str) -> tuple[str, str]:
     )
     items = len(_LIST_ITEM.findall(text))
     steps = items >= 3
+    if _WRITING.search(lower):
+        request = "a writing task"
+    elif any(p in lower for p in _EXPLAIN_PHRASES):
+        request = "a request for an explanation"
+    else:
+        request = ""
 
     found: list[str] = []
     if cues:
@@ -121,6 +141,8 @@ def classify(prompt: str) -> tuple[str, str]:
         found.append("maths")
     if steps:
         found.append(f"a {items}-item list")
+    if request and not found:
+        found.append(request)
 
     if len(cues) >= 2 or (cues and (code or maths or steps)):
         return PREMIUM, _sentence(found)

@@ -19,6 +19,8 @@ FAST = [
     "Rewrite this more politely: send me the report now.",
     "Who wrote Pride and Prejudice?",
     "I went there in 2020; it was fun.",
+    "Write a haiku about autumn",
+    "Why is the sky blue?",
 ]
 STANDARD = [
     "Why does this raise a KeyError?\n```python\nd = {}\nprint(d['a'])\n```",
@@ -29,6 +31,11 @@ STANDARD = [
     "1. Install the package\n2. Configure it\n3. Run the tests\nWhat could go wrong?",
     "Plan a three-day trip to Rome.",
     "Explain in detail how vaccines train the immune system.",
+    "Explain how a transformer neural network works.",
+    "What's the difference between a list and a tuple?",
+    "Write a cover letter for a junior data analyst position at a bank.",
+    "What is the time complexity of quicksort?",
+    "Should I use tabs or spaces?",
     "Summarize this article:\n" + "The council met on Tuesday to discuss the budget. " * 20,
 ]
 PREMIUM = [
@@ -62,6 +69,8 @@ def test_reasons_are_plain_words():
     assert classify("```\nx = 1\n```")[1] == "a code block"
     assert classify("Prove it step by step.")[1] == "reasoning cues ('prove', 'step by step')"
     assert classify("Plan a trip.")[1] == "a reasoning cue ('plan a')"
+    assert classify("Draft an email to my landlord.")[1] == "a writing task"
+    assert classify("How does a bicycle stay upright?")[1] == "a request for an explanation"
     tier, reason = classify("x" * (PREMIUM_CHARS + 1))
     assert tier == "premium" and reason == f"very long prompt ({PREMIUM_CHARS + 1:,} characters)"
 
