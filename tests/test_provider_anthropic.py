@@ -192,6 +192,13 @@ async def test_overloaded_event_before_text_is_unavailable(wire: WireServer, pro
     assert events == [] and type(error) is Unavailable
 
 
+async def test_a_cut_after_the_end_marker_still_finishes(wire: WireServer, provider: AnthropicProvider) -> None:
+    wire.enqueue(Script(tokens=TOKENS[:2], cut_at_end=True, usage=(5, 2)))
+    events, error = await collect(provider.stream(request()))
+    assert error is None
+    assert events == [TextDelta("Hel"), TextDelta("lo"), Usage(5, 2), Finish("stop")]
+
+
 async def test_malformed_event_keeps_the_text_already_received(wire: WireServer, provider: AnthropicProvider) -> None:
     # anthropic 2.12 raises json.JSONDecodeError on a malformed data line of a
     # named event; either way no text already received may be lost.

@@ -3,6 +3,7 @@ and ``/api/tags``. The real ``ollama`` SDK; nothing patched."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 
@@ -207,6 +208,13 @@ async def test_stall_mid_stream_times_out_as_interrupted(wire: WireServer) -> No
     await provider.aclose()
 
 
+async def test_a_cut_after_the_end_marker_still_finishes(wire: WireServer, provider: OllamaProvider) -> None:
+    wire.enqueue(Script(tokens=TOKENS[:2], cut_at_end=True, usage=(5, 2)))
+    events, error = await collect(provider.stream(request()))
+    assert error is None
+    assert events == [TextDelta("Hel"), TextDelta("lo"), Usage(5, 2), Finish("stop")]
+
+
 async def test_malformed_line_keeps_the_text_already_received(wire: WireServer, provider: OllamaProvider) -> None:
     wire.enqueue(Script(tokens=TOKENS, malformed_after=2))
     events, error = await collect(provider.stream(request()))
@@ -226,3 +234,12 @@ async def test_closing_early_disconnects_within_a_second(wire: WireServer, provi
     assert record is not None, "the server never saw the client go away"
     assert record.disconnected - closed_at < 1.0
     assert record.finished is None
+
+
+def test_one_provider_serves_successive_event_loops(wire: WireServer) -> None:
+    # e.g. a start-up refresh in one loop, the chat in the server's loop
+    provider = OllamaProvider(make_settings(OLLAMA_HOST=wire.url))
+    assert len(asyncio.run(provider.discover())) == 2
+    events, error = asyncio.run(collect(provider.stream(request())))
+    assert error is None and text_of(events) == "Echo: hi"
+    asyncio.run(provider.aclose())

@@ -173,6 +173,13 @@ async def test_failure_after_n_tokens_is_interrupted_with_exact_text(
     assert error.model == "openai:gpt-4o-mini"
 
 
+async def test_a_cut_after_finish_reason_still_finishes(wire: WireServer, provider: OpenAIProvider) -> None:
+    wire.enqueue(Script(tokens=TOKENS[:2], cut_at_end=True, usage=(5, 2)))
+    events, error = await collect(provider.stream(request()))
+    assert error is None
+    assert events == [TextDelta("Hel"), TextDelta("lo"), Usage(5, 2), Finish("stop")]
+
+
 async def test_error_chunk_before_any_text_is_not_interrupted(wire: WireServer, provider: OpenAIProvider) -> None:
     wire.enqueue(Script(tokens=TOKENS, error_after=0))
     events, error = await collect(provider.stream(request()))

@@ -14,6 +14,7 @@ raw ``httpx2`` exception; 529 is ``OverloadedError``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -53,6 +54,7 @@ class AnthropicProvider:
         self._api_key = api_key
         self._base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
         self._client: anthropic.AsyncAnthropic | None = None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
 
     def __repr__(self) -> str:
         return f"AnthropicProvider(base_url={self._base_url!r})"
@@ -74,7 +76,10 @@ class AnthropicProvider:
         return guard_stream(self._raw(request), f"{self.name}:{request.model}")
 
     def _get_client(self) -> anthropic.AsyncAnthropic:
-        if self._client is None:
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._client_loop is not loop:
+            # Pooled connections belong to the event loop that opened them: a
+            # caller on another loop (a test, a start-up refresh) gets its own client.
             if self._api_key is None:
                 # The SDK would only fail later, with a TypeError.
                 raise NotConfigured(f"set {API_KEY_ENV}")
@@ -87,6 +92,7 @@ class AnthropicProvider:
                 # timeout is only a backstop that never fires before them.
                 timeout=anthropic.Timeout(s.first_token_timeout + s.stall_timeout, connect=s.connect_timeout),
             )
+            self._client_loop = loop
         return self._client
 
     async def _raw(self, request: ChatRequest) -> AsyncIterator[Event]:
@@ -110,22 +116,28 @@ class AnthropicProvider:
         with self._errors(model_id):
             stream = await self._get_client().messages.create(**params)
             async with stream:
-                async for event in stream:
-                    if event.type == "content_block_delta":
-                        if event.delta.type == "text_delta" and event.delta.text:
-                            streamed = True
-                            yield TextDelta(event.delta.text)
-                    elif event.type == "message_start":
-                        input_tokens = event.message.usage.input_tokens
-                        output_tokens = event.message.usage.output_tokens
-                    elif event.type == "message_delta":
-                        stop_reason = event.delta.stop_reason or stop_reason
-                        # Output tokens are cumulative; input tokens may be revised.
-                        output_tokens = event.usage.output_tokens
-                        if getattr(event.usage, "input_tokens", None) is not None:
-                            input_tokens = event.usage.input_tokens
-                    elif event.type == "message_stop":
-                        stopped = True
+                try:
+                    async for event in stream:
+                        if event.type == "content_block_delta":
+                            if event.delta.type == "text_delta" and event.delta.text:
+                                streamed = True
+                                yield TextDelta(event.delta.text)
+                        elif event.type == "message_start":
+                            input_tokens = event.message.usage.input_tokens
+                            output_tokens = event.message.usage.output_tokens
+                        elif event.type == "message_delta":
+                            stop_reason = event.delta.stop_reason or stop_reason
+                            # Output tokens are cumulative; input tokens may be revised.
+                            output_tokens = event.usage.output_tokens
+                            if getattr(event.usage, "input_tokens", None) is not None:
+                                input_tokens = event.usage.input_tokens
+                        elif event.type == "message_stop":
+                            stopped = True
+                except Exception:
+                    # After message_stop the answer is complete: a connection
+                    # dropped before the body's last byte changes nothing.
+                    if not stopped:
+                        raise
         if not stopped:
             return  # no end marker: guard_stream reports the interruption
         reason = _STOP_REASONS.get(stop_reason or "end_turn", stop_reason or "stop")

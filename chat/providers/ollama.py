@@ -41,6 +41,7 @@ class OllamaProvider:
         self._settings = settings
         self._host = settings.ollama_host
         self._client: ollama.AsyncClient | None = None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
         self._models: list[str] = []  # names from the last successful discovery
         self._state = Availability.ok()
 
@@ -87,7 +88,10 @@ class OllamaProvider:
         return guard_stream(self._raw(request), f"{self.name}:{request.model}")
 
     def _get_client(self) -> ollama.AsyncClient:
-        if self._client is None:
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._client_loop is not loop:
+            # Pooled connections belong to the event loop that opened them: a
+            # caller on another loop (a test, a start-up refresh) gets its own client.
             s = self._settings
             self._client = ollama.AsyncClient(
                 host=self._host,
@@ -95,6 +99,7 @@ class OllamaProvider:
                 # timeout is only a backstop (the SDK's default is none at all).
                 timeout=httpx.Timeout(s.first_token_timeout + s.stall_timeout, connect=s.connect_timeout),
             )
+            self._client_loop = loop
         return self._client
 
     def _model_name(self, model: str) -> str:
@@ -119,12 +124,18 @@ class OllamaProvider:
                 options=options or None,
             )
             async with contextlib.aclosing(parts):
-                async for part in parts:
-                    if part.message is not None and part.message.content:
-                        yield TextDelta(part.message.content)
-                    if part.done:
-                        reason = part.done_reason or "stop"
-                        usage = Usage(part.prompt_eval_count, part.eval_count)
+                try:
+                    async for part in parts:
+                        if part.message is not None and part.message.content:
+                            yield TextDelta(part.message.content)
+                        if part.done:
+                            reason = part.done_reason or "stop"
+                            usage = Usage(part.prompt_eval_count, part.eval_count)
+                except Exception:
+                    # After done:true the answer is complete: a connection dropped
+                    # before the body's last byte changes nothing.
+                    if reason is None:
+                        raise
         if reason is None:
             return  # no end marker: guard_stream reports the interruption
         if usage is not None:

@@ -12,6 +12,7 @@ Stream shape: ``chat.completion.chunk`` deltas, a chunk with ``finish_reason``
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -67,6 +68,7 @@ class OpenAIProvider:
         self._base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
         self._key_required = key_required
         self._client: openai.AsyncOpenAI | None = None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
 
     def __repr__(self) -> str:
         return f"OpenAIProvider(name={self.name!r}, base_url={self._base_url!r})"
@@ -88,7 +90,10 @@ class OpenAIProvider:
         return guard_stream(self._raw(request), f"{self.name}:{request.model}")
 
     def _get_client(self) -> openai.AsyncOpenAI:
-        if self._client is None:
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._client_loop is not loop:
+            # Pooled connections belong to the event loop that opened them: a
+            # caller on another loop (a test, a start-up refresh) gets its own client.
             if self._api_key is None and self._key_required:
                 raise NotConfigured(f"set {self._api_key_env}")
             key = self._api_key.get_secret_value() if self._api_key is not None else _NO_KEY
@@ -104,6 +109,7 @@ class OpenAIProvider:
                     connect=s.connect_timeout,
                 ),
             )
+            self._client_loop = loop
         return self._client
 
     async def _raw(self, request: ChatRequest) -> AsyncIterator[Event]:
@@ -127,15 +133,21 @@ class OpenAIProvider:
         with self._errors(model_id):
             stream = await self._get_client().chat.completions.create(**params)
             async with stream:
-                async for chunk in stream:
-                    if chunk.usage is not None:
-                        usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
-                    for choice in chunk.choices[:1]:
-                        if choice.delta is not None and choice.delta.content:
-                            streamed = True
-                            yield TextDelta(choice.delta.content)
-                        if choice.finish_reason:
-                            finish = choice.finish_reason
+                try:
+                    async for chunk in stream:
+                        if chunk.usage is not None:
+                            usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+                        for choice in chunk.choices[:1]:
+                            if choice.delta is not None and choice.delta.content:
+                                streamed = True
+                                yield TextDelta(choice.delta.content)
+                            if choice.finish_reason:
+                                finish = choice.finish_reason
+                except Exception:
+                    # After finish_reason the answer is complete: losing the usage
+                    # chunk or [DONE] is no reason to call it interrupted.
+                    if finish is None:
+                        raise
         if finish is None:
             return  # no end marker: guard_stream reports the interruption
         if finish == "content_filter" and not streamed:

@@ -35,6 +35,8 @@ class Script:
     cut_after       close the socket after N tokens (no terminating chunk)
     end_marker      False: end the body cleanly but without [DONE] / message_stop / done:true
                     (OpenAI also omits finish_reason)
+    cut_at_end      send the end marker, then close the socket without the terminating
+                    chunk (OpenAI: after finish_reason and usage, before ``[DONE]``)
     malformed_after insert one malformed data line after N tokens, then go on
     stall, stall_after  silence of ``stall`` seconds after ``stall_after`` tokens
     delay           seconds before each token
@@ -50,6 +52,7 @@ class Script:
     error_after: int | None = None
     cut_after: int | None = None
     end_marker: bool = True
+    cut_at_end: bool = False
     malformed_after: int | None = None
     stall: float = 0.0
     stall_after: int = 0
@@ -149,7 +152,10 @@ async def _play(ex: Exchange, script: Script, tokens: list[str], dialect: Dialec
         await ex.chunk(dialect.token(tokens[index], body))
     usage = script.usage or (dialect.prompt_words(body), len(tokens))
     await ex.chunk(dialect.end(script, body, usage))
-    await ex.end()
+    if script.cut_at_end:
+        await ex.cut()
+    else:
+        await ex.end()
 
 
 class Dialect:
@@ -250,7 +256,7 @@ class OpenAI(Dialect):
                          "model": body.get("model", ""), "choices": [],
                          "usage": {"prompt_tokens": usage[0], "completion_tokens": usage[1],
                                    "total_tokens": usage[0] + usage[1]}})
-        return out + b"data: [DONE]\n\n"
+        return out if script.cut_at_end else out + b"data: [DONE]\n\n"
 
     def whole(self, script: Script, body: dict[str, Any], text: str, usage: tuple[int, int]) -> Any:
         return {
