@@ -60,6 +60,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from itertools import accumulate
 from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
 
@@ -87,6 +88,7 @@ SUMMARY_HEADER = "Summary of the earlier conversation:\n"
 
 _ROOT = b"relay-chat/summary/v1"
 _ROLE_TAG = {"user": b"u", "assistant": b"a"}
+_ROLES = frozenset(_ROLE_TAG)
 # A summary message is bounded by the summarizer's max_tokens; the estimate of
 # the same text may disagree with the model's tokenizer, so leave 25% slack.
 _SUMMARY_SLACK = 1.25
@@ -277,24 +279,30 @@ V = TypeVar("V")
 class _LRU(Generic[K, V]):
     """A thread-safe LRU bounded by total weight (entries by default)."""
 
-    def __init__(self, max_weight: int, weigh: Callable[[K, V], int] = lambda k, v: 1) -> None:
+    def __init__(
+        self,
+        max_weight: int,
+        weigh: Callable[[K, V], int] = lambda k, v: 1,
+        on_remove: Callable[[K, V], None] = lambda k, v: None,
+    ) -> None:
         self.max_weight = max_weight
         self._weigh = weigh
-        self._items: OrderedDict[K, V] = OrderedDict()
+        self._on_remove = on_remove  # called under the lock
+        self.items: OrderedDict[K, V] = OrderedDict()
         self._weight = 0
         self.lock = threading.Lock()
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self.items)
 
     def get(self, key: K) -> V | None:
         with self.lock:
             return self.get_locked(key)
 
     def get_locked(self, key: K) -> V | None:
-        value = self._items.get(key)
+        value = self.items.get(key)
         if value is not None:
-            self._items.move_to_end(key)
+            self.items.move_to_end(key)
         return value
 
     def put(self, key: K, value: V) -> None:
@@ -302,20 +310,85 @@ class _LRU(Generic[K, V]):
             self.put_locked(key, value)
 
     def put_locked(self, key: K, value: V) -> None:
-        old = self._items.pop(key, None)
-        if old is not None:
-            self._weight -= self._weigh(key, old)
-        self._items[key] = value
+        self._remove_locked(key)
+        self.items[key] = value
         self._weight += self._weigh(key, value)
-        while self._weight > self.max_weight and len(self._items) > 1:
-            k, v = self._items.popitem(last=False)
-            self._weight -= self._weigh(k, v)
+        while self._weight > self.max_weight and len(self.items) > 1:
+            self._remove_locked(next(iter(self.items)))
 
     def pop(self, key: K) -> None:
         with self.lock:
-            old = self._items.pop(key, None)
-            if old is not None:
-                self._weight -= self._weigh(key, old)
+            self._remove_locked(key)
+
+    def _remove_locked(self, key: K) -> None:
+        old = self.items.pop(key, None)
+        if old is not None:
+            self._weight -= self._weigh(key, old)
+            self._on_remove(key, old)
+
+
+class _SummaryCache:
+    """Summaries by the key of exactly the messages they cover.
+
+    It also counts how many cached summaries end at each position (``covers``),
+    so planning hashes and looks up only the cuts where a summary may exist.
+    """
+
+    def __init__(self, max_entries: int) -> None:
+        self._lru: _LRU[bytes, Summary] = _LRU(max_entries, on_remove=self._removed)
+        self._positions: dict[int, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._lru)
+
+    def _removed(self, key: bytes, summary: Summary) -> None:
+        left = self._positions[summary.covers] - 1
+        if left:
+            self._positions[summary.covers] = left
+        else:
+            del self._positions[summary.covers]
+
+    def positions(self) -> set[int]:
+        with self._lru.lock:
+            return set(self._positions)
+
+    def put(self, key: bytes, summary: Summary) -> None:
+        with self._lru.lock:
+            self._lru.put_locked(key, summary)
+            self._positions[summary.covers] = self._positions.get(summary.covers, 0) + 1
+
+    def find(self, keys: Mapping[int, bytes]) -> dict[int, Summary]:
+        """The cached summaries among ``keys`` (cut -> key), by cut."""
+        found: dict[int, Summary] = {}
+        with self._lru.lock:
+            for k, key in keys.items():
+                summary = self._lru.get_locked(key)
+                if summary is not None and summary.covers == k:
+                    found[k] = summary
+        return found
+
+
+class _Index:
+    """Per-turn hashing state: each message's role tag + digest, and computed cut keys.
+
+    The key of cut ``k`` is BLAKE2b over ``_ROOT`` and the tagged digests of
+    messages ``:k``: it names exactly the messages a summary ending there covers.
+    """
+
+    def __init__(self, tagged: list[bytes]) -> None:
+        self.tagged = tagged
+        self.keys: dict[int, bytes] = {}
+
+    def key(self, k: int) -> bytes:
+        key = self.keys.get(k)
+        if key is None:
+            key = hashlib.blake2b(_ROOT + b"".join(self.tagged[:k]), digest_size=16).digest()
+        return key
+
+    def failure_key(self, base: int) -> bytes:
+        """The conversation at ``base``: what a summary there covers plus the next message."""
+        start = self.key(base) if base else _ROOT
+        return hashlib.blake2b(start + self.tagged[base], digest_size=16).digest()
 
 
 # -- the manager ---------------------------------------------------------------------
@@ -346,11 +419,11 @@ class ContextManager:
         self.retry_fold_after = retry_fold_after
         self.fold_timeout = fold_timeout
         self._clock = clock
-        # content -> (raw tokens of the text, 16-byte digest)
+        # message content -> (raw tokens of the content, 16-byte BLAKE2b digest)
         self._records: _LRU[str, tuple[int, bytes]] = _LRU(
             max_cached_chars, lambda content, _: len(content) + 64
         )
-        self._summaries: _LRU[bytes, Summary] = _LRU(max_summaries)
+        self._summaries = _SummaryCache(max_summaries)
         self._failed: _LRU[bytes, float] = _LRU(max_summaries)
         header = self.counter.message(Message("system", SUMMARY_HEADER))
         self._reserve = math.ceil(settings.summary_max_tokens * _SUMMARY_SLACK) + header
@@ -403,7 +476,7 @@ class ContextManager:
         """
         _check_history(history)
         scale = max((self.counter.scale(m) for m in model_ids), default=1.0)
-        view, keys, digests = self._view(system_prompt, history)
+        view, index = self._view(system_prompt, history)
 
         latest = view.suffix[view.last]
         room = budget_tokens - math.ceil(view.fixed * scale)
@@ -422,11 +495,11 @@ class ContextManager:
         trimmed: Use | None = None
         step_limits = limits
         for _ in range(len(history) + 1):  # each fold ends further on; this is a safety bound
-            found = self._found(keys)
+            found = self._summaries.find(index.keys)
             step = plan(view, found, step_limits)
             if isinstance(step, Use):
                 break
-            failure_key = self._failure_key(step.base, keys, digests)
+            failure_key = index.failure_key(step.base)
             failed_at = self._failed.get(failure_key)
             if failed_at is not None and self._clock() - failed_at < self.retry_fold_after:
                 trimmed = plan_trim(view, step.base, step.previous, limits)
@@ -442,7 +515,9 @@ class ContextManager:
                 break
             self._failed.pop(failure_key)
             tokens = self.counter.message(Message("system", SUMMARY_HEADER + text))
-            self._summaries.put(keys[step.end], Summary(text, step.end, tokens))
+            key = index.key(step.end)
+            self._summaries.put(key, Summary(text, step.end, tokens))
+            index.keys[step.end] = key
             summarized = True
             # After a chunk, keep folding down to the target, not just under the threshold.
             step_limits = replace(limits, threshold=limits.target) if step.capped else limits
@@ -487,44 +562,51 @@ class ContextManager:
             fold_input=self._fold_input,
         )
 
-    def _view(
-        self, system_prompt: str, history: Sequence[Message]
-    ) -> tuple[View, dict[int, bytes], list[bytes]]:
-        """Token suffix sums, cut points and the cache key of every cut, in one pass."""
+    def _view(self, system_prompt: str, history: Sequence[Message]) -> tuple[View, _Index]:
+        """Token suffix sums, cut points, and the cache keys of cuts that may hold a summary.
+
+        This runs every turn over the whole history, so it sticks to cached
+        per-message records and C-level loops where it can.
+        """
+        roles = [m.role for m in history]
+        if not _ROLES.issuperset(roles):
+            bad = next(r for r in roles if r not in _ROLES)
+            raise ValueError(f"history holds a {bad!r} message; pass the system prompt separately")
         tokens, digests = self._lookup(history)
         overhead = self.counter.message_overhead
-        n = len(history)
-        suffix = [0] * (n + 1)
-        running = 0
-        for i in range(n - 1, -1, -1):
-            running += tokens[i] + overhead
-            suffix[i] = running
-        boundaries: list[int] = []
-        keys: dict[int, bytes] = {}
+        suffix = list(accumulate(t + overhead for t in reversed(tokens)))
+        suffix.reverse()
+        suffix.append(0)
+        boundaries = [i for i, role in enumerate(roles) if role == "user" and i]
+        index = _Index([_ROLE_TAG[role] + digest for role, digest in zip(roles, digests)])
         h = hashlib.blake2b(_ROOT, digest_size=16)
-        for i, message in enumerate(history):
-            if i and message.role == "user":
-                boundaries.append(i)
-                keys[i] = h.copy().digest()
-            h.update(_ROLE_TAG[message.role] + digests[i])
+        previous = 0
+        for b in sorted(self._summaries.positions().intersection(boundaries)):
+            h.update(b"".join(index.tagged[previous:b]))
+            index.keys[b] = h.copy().digest()
+            previous = b
         keep_from = boundaries[-2] if len(boundaries) >= 2 else 0
         fixed = self.counter.reply_priming
         if system_prompt:
             fixed += self.counter.message(Message("system", system_prompt))
-        return View(suffix, boundaries, keep_from, fixed), keys, digests
+        return View(suffix, boundaries, keep_from, fixed), index
 
     def _lookup(self, history: Sequence[Message]) -> tuple[list[int], list[bytes]]:
         """Raw text tokens and content digests per message, from the cache where possible."""
-        tokens: list[int] = [0] * len(history)
-        digests: list[bytes] = [b""] * len(history)
+        n = len(history)
+        tokens: list[int] = [0] * n
+        digests: list[bytes] = [b""] * n
         missing: list[int] = []
         records = self._records
+        get, touch = records.items.get, records.items.move_to_end
         with records.lock:
             for i, message in enumerate(history):
-                record = records.get_locked(message.content)
+                content = message.content
+                record = get(content)
                 if record is None:
                     missing.append(i)
                 else:
+                    touch(content)
                     tokens[i], digests[i] = record
         if missing:
             fresh: dict[str, tuple[int, bytes]] = {}
@@ -540,21 +622,6 @@ class ContextManager:
                     records.put_locked(content, record)
         return tokens, digests
 
-    def _found(self, keys: Mapping[int, bytes]) -> dict[int, Summary]:
-        summaries = self._summaries
-        found: dict[int, Summary] = {}
-        with summaries.lock:
-            for k, key in keys.items():
-                summary = summaries.get_locked(key)
-                if summary is not None:
-                    found[k] = summary
-        return found
-
-    @staticmethod
-    def _failure_key(base: int, keys: Mapping[int, bytes], digests: Sequence[bytes]) -> bytes:
-        # The conversation at this base: what the base summary covers plus the next message.
-        return hashlib.blake2b(keys.get(base, _ROOT) + digests[base], digest_size=16).digest()
-
     async def _summarize(self, previous: Summary | None, turns: Sequence[Message]) -> str:
         call = self.summarizer.summarize(previous.text if previous else None, turns)
         if self.fold_timeout is None:
@@ -568,15 +635,11 @@ class ContextManager:
 
 
 def _check_history(history: Sequence[Message]) -> None:
+    # Roles are checked while the view is built, in the same pass.
     if not history:
         raise ValueError("history is empty: it must end with the latest user message")
     if history[-1].role != "user":
         raise ValueError("history must end with the latest user message")
-    for message in history:
-        if message.role not in _ROLE_TAG:
-            raise ValueError(
-                f"history holds a {message.role!r} message; pass the system prompt separately"
-            )
 
 
 def _describe(exc: BaseException) -> str:

@@ -308,6 +308,20 @@ async def test_forty_turn_conversation_stays_in_budget_and_folds_only_at_crossin
     assert covered == prepared.summary_turns
 
 
+async def test_tiny_caches_evict_safely_and_folding_stays_incremental() -> None:
+    fake = FakeSummarizer()
+    cm = ContextManager(settings(), fake, word_counter(), max_summaries=1, max_cached_chars=5_000)
+    history: list[Message] = []
+    for turn in range(30):
+        history = resend(history + [Message("user", words(300, f"q{turn}"))])
+        _, prepared = await run(cm, history, BUDGET)
+        assert prepared.estimated_tokens == cm.counter.request(prepared.messages) <= BUDGET
+        history.append(Message("assistant", words(300, f"r{turn}")))
+    assert len(fake.calls) >= 3
+    for index in range(1, len(fake.calls)):
+        assert fake.calls[index][0] == f"summary#{index} of {len(fake.calls[index - 1][1])} turns"
+
+
 # -- switching models ---------------------------------------------------------------------
 
 
