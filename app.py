@@ -14,12 +14,18 @@ import os
 # Gradio's version check and telemetry otherwise reach for the network at start.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+from pydantic import ValidationError  # noqa: E402
+
+from chat.catalogue import CatalogueError  # noqa: E402
 from chat.config import load_settings  # noqa: E402
 from chat.runtime import Runtime  # noqa: E402
 from chat.ui import build_demo  # noqa: E402
 
-settings = load_settings()
-runtime = Runtime.build(settings)
+try:
+    settings = load_settings()
+    runtime = Runtime.build(settings)
+except (ValidationError, CatalogueError) as exc:
+    raise SystemExit(f"Relay Chat cannot start: {exc}") from None
 demo = build_demo(runtime)
 
 def main() -> None:

@@ -24,6 +24,8 @@ class Settings(BaseSettings):
         env_prefix="CHAT_",
         extra="ignore",
         populate_by_name=True,
+        # `OPENAI_API_KEY=` (as in .env.example) means "not set", not "".
+        env_ignore_empty=True,
     )
 
     # -- providers (SDK names, no prefix) ----------------------------------
