@@ -40,6 +40,8 @@ change what happens (token counts N refer to that token list)::
     [[cut:3]]             close the socket after 3 tokens (no terminating chunk)
     [[no-end]]            end the body cleanly but without the end marker
                           (no finish_reason/[DONE], no message_stop, no done:true)
+    [[cut-at-end]]        send the end marker, then close the socket without the
+                          terminating chunk (OpenAI: before [DONE]); a complete answer
     [[malformed:2]]       one malformed JSON data line after 2 tokens, then go on
     [[stall:5]]           5 s of silence before the first token; [[stall:5:3]] after 3
     [[delay:0.05]]        0.05 s before every token

@@ -86,6 +86,8 @@ def parse_magic(text: str) -> Script:
             script.cut_after = int(args[0]) if args else 0
         elif name == "no-end":
             script.end_marker = False
+        elif name == "cut-at-end":
+            script.cut_at_end = True
         elif name == "malformed":
             script.malformed_after = int(args[0]) if args else 0
         elif name == "stall":
