@@ -60,8 +60,8 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from itertools import accumulate
 from dataclasses import dataclass, replace
+from itertools import accumulate
 from typing import Generic, TypeVar
 
 from .config import Settings
@@ -471,7 +471,7 @@ class ContextManager:
         Yields ``Summarizing(turns)`` before each summarizer call,
         ``ContextTrimmed(turns, reason)`` when turns are dropped without a summary,
         ``SummaryInUse(turns, text)`` when the request carries a summary, and last
-        the ``PreparedContext``. Raises ``InputError`` when the latest message
+        the ``PreparedContext``. In these notices a turn is one message. Raises ``InputError`` when the latest message
         cannot fit the budget even alone, ``ValueError`` on a malformed history.
         """
         _check_history(history)

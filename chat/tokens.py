@@ -23,9 +23,13 @@ budget. On top of the text, every message costs ``MESSAGE_OVERHEAD`` tokens
 Calibration: after a call, ``observe(model_id, estimated, reported)`` moves that
 model's scale factor towards ``reported / estimated`` (an exponential moving
 average: up quickly, alpha 0.5, because under-counting overflows a window; down
-slowly, alpha 0.2) and clamps it to ``[MIN_SCALE, MAX_SCALE]`` so one odd report
-cannot make the budget absurd. ``calibrated(raw, model_id)`` is the estimate the
-provider is expected to count. Unobserved models use 1.0.
+slowly, alpha 0.2) and clamps it to ``[MIN_SCALE, MAX_SCALE]``. The floor is
+deliberately high (0.75): a scale below 1 only buys room, while a wrong one
+overflows the window. Reports whose ratio lies outside ``[0.5, 3]`` are ignored
+as not describing the same prompt (Ollama's ``prompt_eval_count`` leaves out a
+cached prefix; a continuation after a fallback sends a longer prompt).
+``calibrated(raw, model_id)`` is the estimate the provider is expected to count.
+Unobserved models use 1.0.
 """
 
 from __future__ import annotations
@@ -48,8 +52,9 @@ __all__ = [
 
 MESSAGE_OVERHEAD = 4
 REPLY_PRIMING = 3
-MIN_SCALE = 0.5
+MIN_SCALE = 0.75
 MAX_SCALE = 2.0
+_PLAUSIBLE = (0.5, 3.0)  # reported / estimated outside this is not the same prompt
 _ALPHA_UP = 0.5
 _ALPHA_DOWN = 0.2
 # Prompts this small are mostly fixed overhead; their ratio says little about the text.
@@ -139,11 +144,14 @@ class TokenCounter:
 
         ``estimated`` must be the raw estimate of the same request (what
         ``ContextManager.prepare`` reported as ``PreparedContext.estimated_tokens``).
-        Reports for prompts under 32 estimated tokens, or non-positive counts, are ignored.
+        Reports for prompts under 32 estimated tokens, non-positive counts and
+        implausible ratios (see the module docstring) are ignored.
         """
         if estimated < _MIN_OBSERVED or reported <= 0:
             return self.scale(model_id)
         ratio = reported / estimated
+        if not _PLAUSIBLE[0] <= ratio <= _PLAUSIBLE[1]:
+            return self.scale(model_id)
         with self._lock:
             current = self._scales.get(model_id, 1.0)
             alpha = _ALPHA_UP if ratio > current else _ALPHA_DOWN

@@ -14,7 +14,18 @@ from collections.abc import AsyncIterator, Sequence
 import pytest
 
 from chat.config import Settings
-from chat.context import SUMMARY_HEADER, ContextManager, PreparedContext
+from chat.context import (
+    SUMMARY_HEADER,
+    ContextManager,
+    Fold,
+    Limits,
+    PreparedContext,
+    Summary,
+    Use,
+    View,
+    plan,
+    plan_trim,
+)
 from chat.errors import AllModelsFailed, InputError, RateLimited
 from chat.events import (
     ContextTrimmed,
@@ -151,6 +162,68 @@ async def test_history_must_end_with_user_and_hold_no_system_messages() -> None:
     ):
         with pytest.raises(ValueError):
             await run(cm, bad, BUDGET)
+
+
+# -- the pure planner ---------------------------------------------------------------
+
+
+def view_of(roles: str, size: int = 100, fixed: int = 10) -> View:
+    """A view of messages of ``size`` tokens each; ``roles`` like "uauau"."""
+    n = len(roles)
+    suffix = [size * (n - k) for k in range(n + 1)]
+    boundaries = [i for i, r in enumerate(roles) if r == "u" and i]
+    keep_from = boundaries[-2] if len(boundaries) >= 2 else 0
+    return View(suffix, boundaries, keep_from, fixed)
+
+
+LIMITS = Limits(budget=1000, threshold=800, target=400, reserve=50, fold_input=600)
+
+
+def test_plan_sends_everything_under_the_threshold() -> None:
+    assert plan(view_of("uauau"), {}, LIMITS) == Use(0, None)  # 510 <= 800
+
+
+def test_plan_folds_at_a_user_boundary_down_to_the_target() -> None:
+    view = view_of("uauauauau")  # 910 > 800
+    step = plan(view, {}, LIMITS)
+    # smallest cut with 10 + 50 + suffix <= 400 is 6 (300 left); 6 <= keep_from (6)
+    assert step == Fold(0, None, 6, capped=False)
+
+
+def test_plan_uses_a_cached_summary_and_prefers_the_furthest() -> None:
+    view = view_of("uauauauau")
+    early, late = Summary("s2", 2, 20), Summary("s4", 4, 20)
+    assert plan(view, {2: early, 4: late}, LIMITS) == Use(4, late)  # 10 + 20 + 500
+
+
+def test_plan_bounds_one_summarizer_call_and_chains() -> None:
+    view = view_of("ua" * 10 + "u")  # 2110
+    step = plan(view, {}, LIMITS)
+    assert isinstance(step, Fold) and step.capped and step.end == 6  # 600 tokens of input
+    nxt = plan(view, {6: Summary("s", 6, 30)}, LIMITS)
+    assert isinstance(nxt, Fold) and nxt.base == 6 and nxt.previous == Summary("s", 6, 30)
+
+
+def test_plan_keeps_the_exchange_before_the_latest_message_unless_over_budget() -> None:
+    # u a U A u: sizes 100 100 250 250 100; the exchange before the latest (U A) is big
+    view = View([800, 700, 600, 350, 100, 0], [2, 4], keep_from=2, fixed=10)  # 810 > 800
+    assert plan(view, {}, LIMITS) == Fold(0, None, 2, capped=False)
+    s = Summary("s", 2, 20)
+    assert plan(view, {2: s}, LIMITS) == Use(2, s)  # 630: over the target, but U A stay
+    # sizes 100 100 500 400 100: even with a summary, 1030 > budget 1000, so U A fold too
+    tight = View([1200, 1100, 1000, 500, 100, 0], [2, 4], keep_from=2, fixed=10)
+    assert plan(tight, {2: s}, LIMITS) == Fold(2, s, 4, capped=False)
+    # and when the summary cannot fit next to the latest message, it is left out
+    huge = Summary("h", 4, 950)
+    assert plan(tight, {2: s, 4: huge}, LIMITS) == Use(4, None)
+
+
+def test_plan_trim_drops_the_fewest_turns_that_fit() -> None:
+    view = view_of("uauauauau")  # 910
+    assert plan_trim(view, 0, None, LIMITS) == Use(2, None)  # 10 + 700 <= 800
+    kept = Summary("s", 2, 20)
+    assert plan_trim(view, 2, kept, LIMITS) == Use(4, kept)  # 10 + 20 + 500
+    assert Use(4, kept).dropped == 2
 
 
 # -- threshold crossing and the shape of a folded request ------------------------------
