@@ -87,8 +87,8 @@ class LocalProvider:
         self._loaded = threading.Event()
         self._load_error: Exception | None = None
         self._loader: threading.Thread | None = None
-        self._cond: asyncio.Condition | None = None
-        self._cond_loop: asyncio.AbstractEventLoop | None = None
+        self._pool_lock = threading.Lock()
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
         self.model_path: Path | None = None
         self.n_ctx: int | None = None
         self.load_seconds: float | None = None
@@ -180,8 +180,10 @@ class LocalProvider:
         slot = await self._acquire(request.messages)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()
-        slot.stop.clear()
-        loop.run_in_executor(slot.executor, self._generate, slot, request, loop, queue)
+        # A fresh flag per generation: the previous consumer of this slot may
+        # still be running its cleanup and must not stop the new generation.
+        stop = slot.stop = threading.Event()
+        loop.run_in_executor(slot.executor, self._generate, slot, request, loop, queue, stop)
         answer: list[str] = []
         try:
             while True:
@@ -195,23 +197,15 @@ class LocalProvider:
                 yield item  # type: ignore[misc]
         finally:
             # Stop, an error or a consumer that went away: halt the worker now.
-            slot.stop.set()
+            stop.set()
             slot.served = tuple(request.messages) + (Message("assistant", "".join(answer)),)
 
     # -- pool --------------------------------------------------------------------
 
-    def _condition(self) -> asyncio.Condition:
-        # One condition per event loop: the app has one loop, tests have many.
-        loop = asyncio.get_running_loop()
-        if self._cond is None or self._cond_loop is not loop:
-            self._cond = asyncio.Condition()
-            self._cond_loop = loop
-        return self._cond
-
     async def _acquire(self, messages: Sequence[Message]) -> _Slot:
-        cond = self._condition()
-        async with cond:
-            while True:
+        loop = asyncio.get_running_loop()
+        while True:
+            with self._pool_lock:
                 free = [s for s in self._slots if not s.busy]
                 if free:
                     # Most shared messages first; on a tie, the least recently
@@ -220,29 +214,27 @@ class LocalProvider:
                     slot.busy = True
                     slot.last_used = time.monotonic()
                     return slot
-                await cond.wait()
+                wakeup = asyncio.Event()
+                self._waiters.append((loop, wakeup))
+            await wakeup.wait()
 
-    def _release(self, slot: _Slot, loop: asyncio.AbstractEventLoop) -> None:
+    def _release(self, slot: _Slot) -> None:
         """Called by the worker thread once it no longer touches ``slot.llm``."""
-        slot.busy = False
-
-        async def wake() -> None:
-            cond = self._condition()
-            async with cond:
-                cond.notify_all()
-
-        if loop.is_closed():
-            return  # that loop is gone; nobody there is waiting
-        coro = wake()
-        try:
-            asyncio.run_coroutine_threadsafe(coro, loop)
-        except RuntimeError:  # closed in between
-            coro.close()
+        with self._pool_lock:
+            slot.busy = False
+            waiters, self._waiters = self._waiters, []
+        for loop, wakeup in waiters:
+            # Waiters may live on several event loops (tests); a closed one has
+            # nobody left waiting.
+            try:
+                loop.call_soon_threadsafe(wakeup.set)
+            except RuntimeError:
+                pass
 
     # -- worker thread -------------------------------------------------------------
 
     def _generate(self, slot: _Slot, request: ChatRequest, loop: asyncio.AbstractEventLoop,
-                  queue: asyncio.Queue[object]) -> None:
+                  queue: asyncio.Queue[object], stop: threading.Event) -> None:
         def put(item: object) -> None:
             if not loop.is_closed():
                 loop.call_soon_threadsafe(queue.put_nowait, item)
@@ -250,7 +242,7 @@ class LocalProvider:
         llm = slot.llm
         chunks = None
         try:
-            if slot.stop.is_set():
+            if stop.is_set():
                 return
             chunks = llm.create_chat_completion(  # type: ignore[attr-defined]
                 [{"role": m.role, "content": m.content} for m in request.messages],
@@ -262,7 +254,7 @@ class LocalProvider:
             produced = 0
             reason = "stop"
             for chunk in chunks:
-                if slot.stop.is_set():
+                if stop.is_set():
                     return
                 choice = chunk["choices"][0]
                 text = choice["delta"].get("content")
@@ -276,13 +268,13 @@ class LocalProvider:
             put(Usage(input_tokens=max(prompt_tokens, 0), output_tokens=produced))
             put(Finish(reason))
         except Exception as exc:
-            if slot.stop.is_set():
+            if stop.is_set():
                 return  # aborted on purpose; nobody is listening
             put(_translate(exc))
         finally:
             if chunks is not None:
                 chunks.close()
-            self._release(slot, loop)
+            self._release(slot)
             try:
                 put(_DONE)
             except RuntimeError:  # the loop closed while we were finishing
@@ -320,7 +312,7 @@ def _install_abort_callback(slot: _Slot) -> None:
         fn.restype = None
 
         def should_abort(_data: object) -> bool:
-            return slot.stop.is_set()
+            return slot.stop.is_set()  # the current generation's flag
 
         callback = llama_cpp.llama_cpp.ggml_abort_callback(should_abort)
         slot.abort_callback = callback  # keep the C callback alive as long as the slot
