@@ -45,9 +45,9 @@ a later successful fold covers the dropped turns again. Error text never goes
 into a summary. A latest message that cannot fit even alone raises
 ``chat.errors.InputError`` with both numbers.
 
-Recovery. ``prepare(..., harder=True)`` plans for half the budget (but at least
-what the latest message needs): use it for the one retry after a provider says
-``ContextLengthExceeded``.
+Recovery. ``prepare(..., harder=True)`` plans for at most half of what the
+normal plan sends (but at least what the latest message needs): use it for the
+one retry after a provider says ``ContextLengthExceeded``.
 """
 
 from __future__ import annotations
@@ -94,6 +94,8 @@ _ROLES = frozenset(_ROLE_TAG)
 _SUMMARY_SLACK = 1.25
 # Instructions and framing of a summarizer request, on top of the turns.
 _FOLD_PROMPT_TOKENS = 600
+# Even a tiny summarizer window gets a turn or two per call.
+_MIN_FOLD_INPUT = 500
 
 
 # -- results -------------------------------------------------------------------
@@ -105,7 +107,7 @@ class PreparedContext:
 
     ``messages``         system prompt, summary (if any), recent turns, latest user message
     ``estimated_tokens`` raw estimate of the whole request; pass it to ``observe``
-    ``budget_tokens``    the input budget planned for (provider tokens; halved when harder)
+    ``budget_tokens``    the input budget planned for (provider tokens; smaller when harder)
     ``summary_turns``    how many of the oldest messages the summary covers (0: none)
     ``dropped_turns``    how many messages were left out without a summary
     ``summarized``       a summarizer call succeeded during this ``prepare``
@@ -427,9 +429,6 @@ class ContextManager:
         self._failed: _LRU[bytes, float] = _LRU(max_summaries)
         header = self.counter.message(Message("system", SUMMARY_HEADER))
         self._reserve = math.ceil(settings.summary_max_tokens * _SUMMARY_SLACK) + header
-        self._fold_input = max(
-            1000, settings.max_context_tokens - settings.summary_max_tokens - _FOLD_PROMPT_TOKENS
-        )
 
     # -- public API --------------------------------------------------------------
 
@@ -466,7 +465,8 @@ class ContextManager:
         ``history`` holds user and assistant messages only, ending with the latest
         user message (system prompt apart). ``budget_tokens`` comes from
         ``budget_for``; ``model_ids`` are the candidate models, whose worst
-        calibration applies. ``harder=True`` plans for half the budget.
+        calibration applies. ``harder=True`` sends at most half of what the normal
+        plan sends (the retry after ``ContextLengthExceeded``).
 
         Yields ``Summarizing(turns)`` before each summarizer call,
         ``ContextTrimmed(turns, reason)`` when turns are dropped without a summary,
@@ -487,9 +487,15 @@ class ContextManager:
                 "larger context window."
             )
         budget = budget_tokens
-        if harder:
-            budget = max(budget_tokens // 2, math.ceil((view.fixed + latest) * scale))
         limits = self._limits(budget, scale)
+        if harder:
+            # The provider refused what the normal plan sends (already cached, since
+            # the service prepared it first): send at most half of that.
+            step = plan(view, self._summaries.find(index.keys), limits)
+            sent = _total(view, step.start, step.summary) if isinstance(step, Use) else limits.threshold
+            cap = max(view.fixed + latest, sent // 2)
+            limits = replace(limits, budget=cap, threshold=cap, target=cap // 2)
+            budget = min(budget_tokens, math.ceil(cap * scale))
 
         summarized = False
         trimmed: Use | None = None
@@ -559,8 +565,16 @@ class ContextManager:
             threshold=raw_threshold,
             target=raw_threshold // 2,
             reserve=self._reserve,
-            fold_input=self._fold_input,
+            fold_input=self._fold_input(),
         )
+
+    def _fold_input(self) -> int:
+        """History tokens one summarizer call may take: its window less answer and instructions."""
+        window = self.settings.max_context_tokens
+        summarizer_window = getattr(self.summarizer, "context_window", None)
+        if summarizer_window:
+            window = min(window, summarizer_window)
+        return max(_MIN_FOLD_INPUT, window - self.settings.summary_max_tokens - _FOLD_PROMPT_TOKENS)
 
     def _view(self, system_prompt: str, history: Sequence[Message]) -> tuple[View, _Index]:
         """Token suffix sums, cut points, and the cache keys of cuts that may hold a summary.

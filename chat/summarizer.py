@@ -49,6 +49,13 @@ class SummaryFailed(ChatError):
 
 
 class Summarizer(Protocol):
+    """Folds turns into a summary.
+
+    A summarizer may also have a ``context_window`` attribute (``int | None``):
+    the smallest window its calls may go to. The context manager then sizes the
+    turns it hands over in one call to fit it.
+    """
+
     async def summarize(self, previous: str | None, turns: Sequence[Message]) -> str:
         """The new summary of ``previous`` plus ``turns``: non-empty, or raise."""
         ...
@@ -109,6 +116,23 @@ class RouterSummarizer:
         self._tier = None if settings.summary_model else "fast"
         self._max_tokens = settings.summary_max_tokens
         self._temperature = temperature
+
+    @property
+    def context_window(self) -> int | None:
+        """The smallest window a summary call may go to, from the router's catalogue.
+
+        The configured summary model's window, else the smallest among fast-tier
+        models; None when the router has no catalogue or no such model.
+        """
+        catalogue = getattr(self._router, "catalogue", None)
+        if catalogue is None:
+            return None
+        if self._tier is None:
+            spec = catalogue.get(self._model)
+            windows = [spec.context_window] if spec is not None else []
+        else:
+            windows = [m.context_window for m in catalogue.models if m.tier == self._tier]
+        return min(windows, default=None)
 
     async def summarize(self, previous: str | None, turns: Sequence[Message]) -> str:
         # ~0.6 words per token for English; the token bound is the hard limit anyway.

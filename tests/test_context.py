@@ -535,7 +535,7 @@ async def test_message_that_fits_alone_is_sent_even_if_the_summary_cannot_be() -
 
 async def test_long_old_span_is_folded_in_bounded_incremental_steps() -> None:
     cm, fake = manager(max_context_tokens=3000, summary_threshold=3000, summary_max_tokens=200)
-    # fold_input is max(1000, 3000 - 200 - 600) = 2200 tokens of history per call
+    # fold_input is max(500, 3000 - 200 - 600) = 2200 tokens of history per call
     history = conversation(30, size=96)  # 100 tokens per message, 6100 in all
     _, prepared = await run(cm, history, 3000)
     assert len(fake.calls) >= 3
@@ -546,6 +546,19 @@ async def test_long_old_span_is_folded_in_bounded_incremental_steps() -> None:
         assert fake.calls[index][0] == f"summary#{index} of {len(fake.calls[index - 1][1])} turns"
     assert prepared.estimated_tokens <= 1500  # folded down to half the threshold
     assert sum(len(t) for _, t in fake.calls) == prepared.summary_turns
+
+
+async def test_each_call_fits_the_summarizers_own_window() -> None:
+    fake = FakeSummarizer()
+    fake.context_window = 2000  # type: ignore[attr-defined]
+    cm = ContextManager(settings(), fake, word_counter())
+    _, prepared = await run(cm, conversation(30, size=96), BUDGET)  # 6110 tokens
+    # 2000 - 400 (answer) - 600 (instructions) = 1000 tokens of history per call
+    assert len(fake.calls) >= 3
+    for previous, turns in fake.calls:
+        carried = len(SUMMARY_HEADER.split()) + len(previous.split()) + 4 if previous else 0
+        assert carried + sum(len(m.content.split()) + 4 for m in turns) <= 1000
+    assert prepared.estimated_tokens <= 3000
 
 
 async def test_unicode_history_is_planned_with_the_real_estimate() -> None:
@@ -567,15 +580,28 @@ async def test_unicode_history_is_planned_with_the_real_estimate() -> None:
 # -- recovery and calibration ------------------------------------------------------------------
 
 
-async def test_harder_compaction_halves_the_budget() -> None:
+async def test_harder_compaction_sends_at_most_half_of_the_normal_plan() -> None:
     cm, fake = manager()
     history = conversation(13)  # 10 + 27 * 204 = 5518: fits normally
     _, normal = await run(cm, history, BUDGET)
-    assert fake.calls == [] and normal.estimated_tokens > BUDGET // 2
+    assert fake.calls == []
     _, harder = await run(cm, history, BUDGET, harder=True)
     assert len(fake.calls) == 1
-    assert harder.budget_tokens == BUDGET // 2
-    assert harder.estimated_tokens <= BUDGET // 2
+    assert harder.estimated_tokens <= normal.estimated_tokens // 2
+    assert harder.budget_tokens == normal.estimated_tokens // 2
+    assert harder.messages[-1] == history[-1]
+
+
+async def test_harder_compacts_even_an_already_folded_request() -> None:
+    # The normal plan is already small (folded); a provider refused it anyway.
+    cm, fake = manager()
+    history = conversation(15)
+    _, normal = await run(cm, history, BUDGET)
+    assert len(fake.calls) == 1 and normal.estimated_tokens < BUDGET // 2
+    _, harder = await run(cm, history, BUDGET, harder=True)
+    assert len(fake.calls) == 2
+    assert fake.calls[1][0] == "summary#1 of 20 turns"  # incremental, from the cached fold
+    assert harder.estimated_tokens <= normal.estimated_tokens // 2
     assert harder.messages[-1] == history[-1]
 
 
@@ -652,6 +678,23 @@ async def test_router_summarizer_uses_the_fast_tier_and_collects_text() -> None:
     assert "Earlier: trip to Lisbon." in user.content
     assert "User: My name is Ada" in user.content and "Assistant: Noted, Ada" in user.content
     assert router.closed
+
+
+def test_router_summarizer_knows_the_smallest_window_it_may_use() -> None:
+    from chat.catalogue import Catalogue, ModelSpec
+
+    router = ScriptedRouter()
+    assert RouterSummarizer(router, settings()).context_window is None  # no catalogue
+    router.catalogue = Catalogue(  # type: ignore[attr-defined]
+        models=(
+            ModelSpec("local:smollm2", "S", "fast", 8192),
+            ModelSpec("ollama:tiny", "T", "fast", 4096),
+            ModelSpec("openai:big", "B", "premium", 128_000),
+        )
+    )
+    assert RouterSummarizer(router, settings()).context_window == 4096
+    assert RouterSummarizer(router, settings(summary_model="openai:big")).context_window == 128_000
+    assert RouterSummarizer(router, settings(summary_model="openai:gone")).context_window is None
 
 
 async def test_router_summarizer_uses_the_configured_model() -> None:
