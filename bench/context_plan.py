@@ -12,7 +12,8 @@ Baseline, measured in the same run: the naive approach of re-counting every
 message with the same estimator on each turn (no planning at all on top).
 
 Prints one JSON line: wall-clock mean and p95 per plan, and CPU time per plan
-(``thread_time``), which other processes on a busy machine do not inflate. Run: ``python bench/context_plan.py [--turns 1000] [--reps 200]``.
+(``thread_time``), which other processes on a busy machine inflate less.
+Run: ``python bench/context_plan.py [--turns 1000] [--reps 200]``.
 """
 
 from __future__ import annotations

@@ -471,8 +471,9 @@ class ContextManager:
         Yields ``Summarizing(turns)`` before each summarizer call,
         ``ContextTrimmed(turns, reason)`` when turns are dropped without a summary,
         ``SummaryInUse(turns, text)`` when the request carries a summary, and last
-        the ``PreparedContext``. In these notices a turn is one message. Raises ``InputError`` when the latest message
-        cannot fit the budget even alone, ``ValueError`` on a malformed history.
+        the ``PreparedContext``. In these notices a turn is one message. Raises
+        ``InputError`` when the latest message cannot fit the budget even alone,
+        ``ValueError`` on a malformed history.
         """
         _check_history(history)
         scale = max((self.counter.scale(m) for m in model_ids), default=1.0)
@@ -492,7 +493,9 @@ class ContextManager:
             # The provider refused what the normal plan sends (already cached, since
             # the service prepared it first): send at most half of that.
             step = plan(view, self._summaries.find(index.keys), limits)
-            sent = _total(view, step.start, step.summary) if isinstance(step, Use) else limits.threshold
+            sent = limits.threshold
+            if isinstance(step, Use):
+                sent = _total(view, step.start, step.summary)
             cap = max(view.fixed + latest, sent // 2)
             limits = replace(limits, budget=cap, threshold=cap, target=cap // 2)
             budget = min(budget_tokens, math.ceil(cap * scale))

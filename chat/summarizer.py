@@ -75,7 +75,9 @@ class StreamRouter(Protocol):
     ) -> AsyncIterator[Event]: ...
 
 
-def build_prompt(previous: str | None, turns: Sequence[Message], *, max_words: int) -> tuple[Message, ...]:
+def build_prompt(
+    previous: str | None, turns: Sequence[Message], *, max_words: int
+) -> tuple[Message, ...]:
     """The messages sent to the summarizing model."""
     lines = []
     for turn in turns:

@@ -115,7 +115,9 @@ async def run(
     return events, prepared
 
 
-def manager(summarizer: FakeSummarizer | None = None, **overrides: object) -> tuple[ContextManager, FakeSummarizer]:
+def manager(
+    summarizer: FakeSummarizer | None = None, **overrides: object
+) -> tuple[ContextManager, FakeSummarizer]:
     fake = summarizer or FakeSummarizer()
     return ContextManager(settings(**overrides), fake, word_counter()), fake
 
@@ -296,7 +298,7 @@ async def test_folding_is_incremental_previous_summary_plus_new_turns_only() -> 
     covered = first.summary_turns
     # grow until the next crossing
     while len(fake.calls) == 1:
-        history[-1:] = [history[-1], Message("assistant", words(200, "r")), Message("user", words(200, "q"))]
+        history += [Message("assistant", words(200, "r")), Message("user", words(200, "q"))]
         history = resend(history)
         _, prepared = await run(cm, history, BUDGET)
     previous, turns = fake.calls[1]
@@ -375,7 +377,8 @@ async def test_forty_turn_conversation_stays_in_budget_and_folds_only_at_crossin
     # each fold got the previous summary and only turns it had not seen
     covered = 0
     for index, (previous, turns) in enumerate(fake.calls):
-        assert previous == (f"summary#{index} of {len(fake.calls[index - 1][1])} turns" if index else None)
+        expected = f"summary#{index} of {len(fake.calls[index - 1][1])} turns" if index else None
+        assert previous == expected
         assert turns[0].role == "user"
         covered += len(turns)
     assert covered == prepared.summary_turns
