@@ -343,6 +343,23 @@ async def test_two_conversations_share_one_manager_concurrently() -> None:
     assert pa.messages[1] != pb.messages[1]
 
 
+def test_one_manager_serves_several_threads_with_their_own_event_loops() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    cm, fake = manager()
+
+    def user(n: int) -> int:
+        history = [Message(m.role, f"{n} {m.content}") for m in conversation(15)]
+        for _ in range(3):
+            _, prepared = asyncio.run(run(cm, resend(history), BUDGET))
+        return prepared.summary_turns
+
+    with ThreadPoolExecutor(4) as pool:
+        covered = list(pool.map(user, range(8)))
+    assert covered == [20] * 8
+    assert len(fake.calls) == 8  # one fold per conversation; the other turns hit the cache
+
+
 @pytest.mark.parametrize("counter", ["words", "estimate"])
 async def test_forty_turn_conversation_stays_in_budget_and_folds_only_at_crossings(counter: str) -> None:
     fake = FakeSummarizer()
