@@ -23,8 +23,12 @@ summaries found for this history):
    summary. The cut falls before a user message; the latest user message and the
    exchange before it stay verbatim; enough turns are folded to bring the
    request down to half the threshold, so the next fold is a threshold crossing
-   away. One summarizer call takes at most ``fold_input`` tokens of history; a
-   longer span is folded in several incremental steps.
+   away. One summarizer call takes at most ``fold_input`` tokens of history
+   (sized to the summarizer's own window); a longer span is folded in several
+   incremental calls. One turn summarizes at most ``max_fold_calls * fold_input``
+   tokens (about that many calls); should more be waiting (a long history
+   meeting an empty cache, e.g. after a restart), the oldest of it is dropped
+   with a ``ContextTrimmed`` notice rather than stalling the turn for minutes.
 3. If that cannot get under the threshold, the budget is the hard limit: the
    exchange before the latest message may be folded too, and as a last resort
    the summary is left out (reported as ``ContextTrimmed``).
@@ -142,6 +146,7 @@ class Limits:
     target: int  # a fold aims to bring the request down to this
     reserve: int  # room set aside for a new summary message
     fold_input: int  # history tokens one summarizer call may take
+    fold_span: int = 2**62  # history tokens summarized in one plan; older ones are dropped
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,16 +184,24 @@ class Use:
 
 @dataclass(frozen=True, slots=True)
 class Fold:
-    """Summarize ``previous`` (covering ``:base``) plus messages ``base:end``.
+    """Summarize ``previous`` (covering ``:base``) plus messages ``base + dropped:end``.
 
     ``capped``: the fold stops short of where it should, to bound one summarizer
     call; plan the next step against ``target`` so the next chunk follows at once.
+    ``dropped``: messages after ``base`` left out unsummarized, because more than
+    ``Limits.fold_span`` tokens were waiting (a long history met an empty cache).
     """
 
     base: int
     previous: Summary | None
     end: int
     capped: bool = False
+    dropped: int = 0
+
+    @property
+    def start(self) -> int:
+        """The first message this fold summarizes."""
+        return self.base + self.dropped
 
 
 def _total(view: View, start: int, summary: Summary | None) -> int:
@@ -251,14 +264,25 @@ def _fold(
         if view.suffix[b] <= room:
             wanted = b
             break
+    # Summarize at most fold_span tokens in one plan: start later, dropping the
+    # oldest turns, when more is waiting (but always summarize one exchange).
+    start = base
+    if view.suffix[base] - view.suffix[wanted] > limits.fold_span:
+        for b in view.boundaries[lo:hi]:
+            if b >= wanted:
+                break
+            start = b
+            if view.suffix[b] - view.suffix[wanted] <= limits.fold_span:
+                break
     # Bound one summarizer call; always fold at least one turn.
     carried = previous.tokens if previous else 0
-    end = view.boundaries[lo]
-    for b in view.boundaries[lo + 1 : hi]:
-        if b > wanted or carried + view.suffix[base] - view.suffix[b] > limits.fold_input:
+    first = bisect.bisect_right(view.boundaries, start)
+    end = view.boundaries[first]
+    for b in view.boundaries[first + 1 : hi]:
+        if b > wanted or carried + view.suffix[start] - view.suffix[b] > limits.fold_input:
             break
         end = b
-    return Fold(base, previous, end, capped=end < wanted)
+    return Fold(base, previous, end, capped=end < wanted, dropped=start - base)
 
 
 def plan_trim(view: View, base: int, previous: Summary | None, limits: Limits) -> Use:
@@ -413,6 +437,7 @@ class ContextManager:
         max_cached_chars: int = 20_000_000,
         retry_fold_after: float = 60.0,
         fold_timeout: float | None = 90.0,
+        max_fold_calls: int = 2,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
@@ -420,6 +445,7 @@ class ContextManager:
         self.counter = counter or TokenCounter()
         self.retry_fold_after = retry_fold_after
         self.fold_timeout = fold_timeout
+        self.max_fold_calls = max_fold_calls
         self._clock = clock
         # message content -> (raw tokens of the content, 16-byte BLAKE2b digest)
         self._records: _LRU[str, tuple[int, bytes]] = _LRU(
@@ -501,6 +527,7 @@ class ContextManager:
             budget = min(budget_tokens, math.ceil(cap * scale))
 
         summarized = False
+        skipped = 0  # messages left out by a fold that started later (Fold.dropped)
         trimmed: Use | None = None
         step_limits = limits
         for _ in range(len(history) + 1):  # each fold ends further on; this is a safety bound
@@ -514,9 +541,16 @@ class ContextManager:
                 trimmed = plan_trim(view, step.base, step.previous, limits)
                 reason = "summarizing failed recently; older turns were left out"
                 break
-            yield Summarizing(step.end - step.base)
+            if step.dropped:
+                skipped += step.dropped
+                yield ContextTrimmed(
+                    step.dropped,
+                    "the conversation was too long to summarize at once; "
+                    "the oldest messages were left out",
+                )
+            yield Summarizing(step.end - step.start)
             try:
-                text = await self._summarize(step.previous, history[step.base : step.end])
+                text = await self._summarize(step.previous, history[step.start : step.end])
             except Exception as exc:  # any failure of the fold: trim instead (see module doc)
                 self._failed.put(failure_key, self._clock())
                 trimmed = plan_trim(view, step.base, step.previous, limits)
@@ -553,7 +587,7 @@ class ContextManager:
             estimated_tokens=_total(view, step.start, step.summary),
             budget_tokens=budget,
             summary_turns=step.summary.covers if step.summary else 0,
-            dropped_turns=step.dropped,
+            dropped_turns=step.dropped + skipped,
             summarized=summarized,
         )
 
@@ -563,12 +597,14 @@ class ContextManager:
         threshold = min(self.settings.summary_threshold, budget)
         raw_budget = int(budget / scale)
         raw_threshold = int(threshold / scale)
+        fold_input = self._fold_input()
         return Limits(
             budget=raw_budget,
             threshold=raw_threshold,
             target=raw_threshold // 2,
             reserve=self._reserve,
-            fold_input=self._fold_input(),
+            fold_input=fold_input,
+            fold_span=fold_input * self.max_fold_calls,
         )
 
     def _fold_input(self) -> int:

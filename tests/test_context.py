@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 
 import pytest
 
@@ -204,6 +205,15 @@ def test_plan_bounds_one_summarizer_call_and_chains() -> None:
     assert isinstance(step, Fold) and step.capped and step.end == 6  # 600 tokens of input
     nxt = plan(view, {6: Summary("s", 6, 30)}, LIMITS)
     assert isinstance(nxt, Fold) and nxt.base == 6 and nxt.previous == Summary("s", 6, 30)
+
+
+def test_plan_leaves_out_what_is_beyond_the_fold_span() -> None:
+    view = view_of("ua" * 10 + "u")  # 2110; the fold wants messages :18 (1800 tokens)
+    limits = replace(LIMITS, fold_span=1000)
+    step = plan(view, {}, limits)
+    # start at 8 (1000 tokens to 18), then one call of at most 600 tokens: 8:14
+    assert step == Fold(0, None, 14, capped=True, dropped=8)
+    assert step.start == 8
 
 
 def test_plan_keeps_the_exchange_before_the_latest_message_unless_over_budget() -> None:
@@ -554,7 +564,9 @@ async def test_message_that_fits_alone_is_sent_even_if_the_summary_cannot_be() -
 
 
 async def test_long_old_span_is_folded_in_bounded_incremental_steps() -> None:
-    cm, fake = manager(max_context_tokens=3000, summary_threshold=3000, summary_max_tokens=200)
+    fake = FakeSummarizer()
+    s = settings(max_context_tokens=3000, summary_threshold=3000, summary_max_tokens=200)
+    cm = ContextManager(s, fake, word_counter(), max_fold_calls=10)
     # fold_input is max(500, 3000 - 200 - 600) = 2200 tokens of history per call
     history = conversation(30, size=96)  # 100 tokens per message, 6100 in all
     _, prepared = await run(cm, history, 3000)
@@ -568,10 +580,33 @@ async def test_long_old_span_is_folded_in_bounded_incremental_steps() -> None:
     assert sum(len(t) for _, t in fake.calls) == prepared.summary_turns
 
 
+async def test_a_long_history_meeting_an_empty_cache_folds_only_the_newer_part() -> None:
+    # e.g. after a restart: a stateless caller resends 200 exchanges (~82k tokens)
+    cm, fake = manager()
+    history = conversation(200)
+    events, prepared = await run(cm, history, BUDGET)
+    # at most max_fold_calls x fold_input (2 x 7000) tokens are summarized this turn
+    assert 1 <= len(fake.calls) <= 3
+    summarized = sum(len(turns) for _, turns in fake.calls)
+    assert summarized * 204 <= 2 * 7000
+    assert fake.calls[0][1][0].role == "user"
+    trimmed = [e for e in events if isinstance(e, ContextTrimmed)]
+    assert len(trimmed) == 1 and "too long to summarize at once" in trimmed[0].reason
+    assert isinstance(events[0], ContextTrimmed)  # told before the summarizing starts
+    assert prepared.dropped_turns == trimmed[0].turns == prepared.summary_turns - summarized
+    assert prepared.estimated_tokens <= 3000
+    assert prepared.messages[2:] == tuple(history[prepared.summary_turns :])
+    # the next turn reuses that summary: no calls, no notice of dropping
+    more = resend(history + [Message("assistant", "ok"), Message("user", "next")])
+    events, again = await run(cm, more, BUDGET)
+    assert len(fake.calls) <= 3 and [type(e) for e in events] == [SummaryInUse]
+    assert again.summary_turns == prepared.summary_turns and again.dropped_turns == 0
+
+
 async def test_each_call_fits_the_summarizers_own_window() -> None:
     fake = FakeSummarizer()
     fake.context_window = 2000  # type: ignore[attr-defined]
-    cm = ContextManager(settings(), fake, word_counter())
+    cm = ContextManager(settings(), fake, word_counter(), max_fold_calls=10)
     _, prepared = await run(cm, conversation(30, size=96), BUDGET)  # 6110 tokens
     # 2000 - 400 (answer) - 600 (instructions) = 1000 tokens of history per call
     assert len(fake.calls) >= 3
