@@ -527,7 +527,7 @@ class ContextManager:
             budget = min(budget_tokens, math.ceil(cap * scale))
 
         summarized = False
-        skipped = 0  # messages left out by a fold that started later (Fold.dropped)
+        skipped = 0  # messages a successful fold left out (Fold.dropped)
         trimmed: Use | None = None
         step_limits = limits
         for _ in range(len(history) + 1):  # each fold ends further on; this is a safety bound
@@ -541,13 +541,6 @@ class ContextManager:
                 trimmed = plan_trim(view, step.base, step.previous, limits)
                 reason = "summarizing failed recently; older turns were left out"
                 break
-            if step.dropped:
-                skipped += step.dropped
-                yield ContextTrimmed(
-                    step.dropped,
-                    "the conversation was too long to summarize at once; "
-                    "the oldest messages were left out",
-                )
             yield Summarizing(step.end - step.start)
             try:
                 text = await self._summarize(step.previous, history[step.start : step.end])
@@ -557,6 +550,7 @@ class ContextManager:
                 reason = f"summarizing failed ({_describe(exc)}); older turns were left out"
                 break
             self._failed.pop(failure_key)
+            skipped += step.dropped
             tokens = self.counter.message(Message("system", SUMMARY_HEADER + text))
             key = index.key(step.end)
             self._summaries.put(key, Summary(text, step.end, tokens))
@@ -567,6 +561,11 @@ class ContextManager:
         else:  # pragma: no cover - plan() guarantees progress
             raise RuntimeError("context planning did not converge")
 
+        if skipped:
+            yield ContextTrimmed(
+                skipped,
+                "the conversation was too long to summarize at once; the oldest messages were left out",
+            )
         if trimmed is not None:
             step = trimmed
             if step.dropped:

@@ -592,7 +592,8 @@ async def test_a_long_history_meeting_an_empty_cache_folds_only_the_newer_part()
     assert fake.calls[0][1][0].role == "user"
     trimmed = [e for e in events if isinstance(e, ContextTrimmed)]
     assert len(trimmed) == 1 and "too long to summarize at once" in trimmed[0].reason
-    assert isinstance(events[0], ContextTrimmed)  # told before the summarizing starts
+    kinds = [type(e) for e in events]
+    assert kinds == [Summarizing] * len(fake.calls) + [ContextTrimmed, SummaryInUse]
     assert prepared.dropped_turns == trimmed[0].turns == prepared.summary_turns - summarized
     assert prepared.estimated_tokens <= 3000
     assert prepared.messages[2:] == tuple(history[prepared.summary_turns :])
@@ -601,6 +602,17 @@ async def test_a_long_history_meeting_an_empty_cache_folds_only_the_newer_part()
     events, again = await run(cm, more, BUDGET)
     assert len(fake.calls) <= 3 and [type(e) for e in events] == [SummaryInUse]
     assert again.summary_turns == prepared.summary_turns and again.dropped_turns == 0
+
+
+async def test_a_failed_fold_that_would_have_skipped_counts_each_dropped_message_once() -> None:
+    cm, fake = manager()
+    fake.fail = RateLimited()
+    history = conversation(200)
+    events, prepared = await run(cm, history, BUDGET)
+    trimmed = [e for e in events if isinstance(e, ContextTrimmed)]
+    assert len(trimmed) == 1 and "summarizing failed" in trimmed[0].reason
+    assert prepared.dropped_turns == trimmed[0].turns
+    assert prepared.messages[1:] == tuple(history[prepared.dropped_turns :])
 
 
 async def test_each_call_fits_the_summarizers_own_window() -> None:
