@@ -8,6 +8,7 @@ typed events out become ``gr.ChatMessage`` lists (notes first, answer last).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -75,8 +76,10 @@ def model_choices(runtime: Runtime) -> list[tuple[str, str]]:
         label = f"{spec.label} · {spec.id}"
         if not availability.ready:
             label += f" — {availability.state.value}"
+            if availability.until is not None:
+                label += " until " + time.strftime("%H:%M:%S", time.localtime(availability.until))
             if availability.detail:
-                label += f": {availability.detail}"
+                label += f" ({availability.detail})"
         choices.append((label, spec.id))
     return choices
 
@@ -165,6 +168,19 @@ def build_demo(runtime: Runtime) -> gr.Blocks:
         if secret:
             chat.saved_conversations.secret = secret
         refresh.click(refresh_models, [model], [model], api_name="refresh_models", queue=False)
+
+        # Cooldowns end by themselves: keep the states in the menu current
+        # without re-discovering (cheap, and silent when nothing changed).
+        shown = gr.State([])
+
+        def tick(previous: list):
+            choices = [list(c) for c in model_choices(runtime)]
+            if choices == previous:
+                return gr.skip(), previous
+            return gr.Dropdown(choices=[tuple(c) for c in choices]), choices
+
+        gr.Timer(10).tick(tick, [shown], [model, shown], api_visibility="undocumented", queue=False,
+                          show_progress="hidden")
         demo.load(refresh_models, [model], [model], api_visibility="undocumented", queue=False)
     demo.queue(default_concurrency_limit=settings.concurrency_limit)
     demo.max_threads = settings.max_threads

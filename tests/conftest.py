@@ -26,7 +26,7 @@ os.environ["no_proxy"] = "127.0.0.1,localhost"
 
 _SCRUB = (
     "OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL",
-    "OLLAMA_HOST", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY",
+    "OLLAMA_HOST", "OLLAMA_API_KEY", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID", "ANTHROPIC_AUTH_TOKEN", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY",
 )
 for _name in list(os.environ):
     if _name in _SCRUB or (_name.startswith("CHAT_") and _name != "CHAT_ENV_FILE"):
