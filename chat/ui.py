@@ -84,6 +84,23 @@ def model_choices(runtime: Runtime) -> list[tuple[str, str]]:
     return choices
 
 
+MODEL_INFO = "Auto picks by the prompt; if a model fails, the next one takes over and you are told."
+
+
+def model_info(runtime: Runtime) -> str:
+    """The dropdown's help line, plus the state of servers whose models are discovered."""
+    ollama = runtime.providers.get("ollama")
+    if ollama is None:
+        return MODEL_INFO
+    state = ollama.availability("")
+    if state.ready:
+        if not any(o.spec.provider == "ollama" for o in runtime.router.options()):
+            return MODEL_INFO + " Ollama is reachable but lists no models (ollama pull <model>)."
+        return MODEL_INFO
+    return (MODEL_INFO + f" Ollama {state.state.value} ({state.detail}): start it or set OLLAMA_HOST,"
+            " then refresh.")
+
+
 def build_demo(runtime: Runtime) -> gr.Blocks:
     settings = runtime.settings
     service = runtime.service
@@ -130,7 +147,7 @@ def build_demo(runtime: Runtime) -> gr.Blocks:
         await runtime.refresh()
         choices = model_choices(runtime)
         ids = {value for _, value in choices}
-        return gr.Dropdown(choices=choices, value=current if current in ids else AUTO)
+        return gr.Dropdown(choices=choices, value=current if current in ids else AUTO, info=model_info(runtime))
 
     with gr.Blocks(title="Relay Chat", fill_height=True) as demo:
         with gr.Row():
@@ -138,7 +155,7 @@ def build_demo(runtime: Runtime) -> gr.Blocks:
                 choices=model_choices(runtime),
                 value=settings.default_model,
                 label="Model",
-                info="Auto picks by the prompt; if a model fails, the next one takes over and you are told.",
+                info=MODEL_INFO,
                 scale=8,
                 allow_custom_value=True,
             )
