@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from .config import Settings
 from .context import ContextManager, PreparedContext
 from .errors import ContextLengthExceeded, InputError
-from .events import Event, ModelSelected, TextDelta, Usage
+from .events import Event, FallingBack, ModelSelected, TextDelta, Usage
 from .messages import Message
 from .router import Router
 
@@ -82,6 +82,7 @@ class ChatService:
                     yield item
             assert prepared is not None
             streamed = False
+            calibrate = True
             model_id = route.primary.id
             try:
                 async for event in self.router.stream(
@@ -94,7 +95,11 @@ class ChatService:
                         streamed = True
                     elif isinstance(event, ModelSelected):
                         model_id = event.model_id
-                    elif isinstance(event, Usage) and event.input_tokens:
+                    elif isinstance(event, FallingBack) and event.continuing:
+                        # A continuation request carries the partial answer too:
+                        # its reported size says nothing about our estimate.
+                        calibrate = False
+                    elif isinstance(event, Usage) and event.input_tokens and calibrate:
                         self.context.observe(model_id, prepared.estimated_tokens, event.input_tokens)
                     yield event
                 return
