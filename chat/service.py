@@ -43,16 +43,23 @@ class ChatService:
         self.router = router
         self.context = context
 
-    def validate(self, turn: Turn) -> None:
-        """Raise ``InputError`` naming what is wrong and what is allowed."""
-        if not turn.message.strip():
-            raise InputError("Your message is empty. Type a question or instruction, then send it.")
+    def message_problem(self, message: str) -> str | None:
+        """What is wrong with ``message`` and what is allowed, or None if it can be sent."""
+        if not message.strip():
+            return "Your message is empty. Type a question or instruction, then send it."
         limit = self.settings.max_message_chars
-        if len(turn.message) > limit:
-            raise InputError(
-                f"Your message is {len(turn.message):,} characters long; the limit is {limit:,} "
+        if len(message) > limit:
+            return (
+                f"Your message is {len(message):,} characters long; the limit is {limit:,} "
                 "characters (CHAT_MAX_MESSAGE_CHARS). Shorten it or split it into several messages."
             )
+        return None
+
+    def validate(self, turn: Turn) -> None:
+        """Raise ``InputError`` naming what is wrong and what is allowed."""
+        problem = self.message_problem(turn.message)
+        if problem:
+            raise InputError(problem)
         if turn.max_tokens is not None and turn.max_tokens < 1:
             raise InputError("Max output tokens must be at least 1.")
         if turn.temperature is not None and not 0 <= turn.temperature <= 2:

@@ -15,7 +15,7 @@ from typing import Any
 import gradio as gr
 
 from .catalogue import AUTO
-from .errors import AllModelsFailed, ChatError, InputError, ProviderError
+from .errors import ChatError, InputError, ProviderError
 from .messages import Message
 from .render import AnswerView
 from .runtime import Runtime
@@ -130,18 +130,23 @@ def build_demo(runtime: Runtime) -> gr.Blocks:
                 yield view.messages()
         except InputError as exc:
             raise gr.Error(str(exc), title="Cannot send this message", print_exception=False) from exc
-        except AllModelsFailed as exc:
-            view.fail(str(exc))
-            yield view.messages()
-            raise gr.Error(str(exc), title="No model could answer", print_exception=False) from exc
-        except ProviderError as exc:
-            view.fail(exc.describe())
-            yield view.messages()
-            raise gr.Error(
-                f"{exc.model or 'The model'}: {exc.describe()}", title="The model refused", print_exception=False
-            ) from exc
         except ChatError as exc:
-            raise gr.Error(str(exc), print_exception=False) from exc
+            # A model failure ends the answer, not the conversation: the partial
+            # text and a note saying what failed stay in the chat, a toast says
+            # so, and the page stays usable. (A raised gr.Error would cover the
+            # whole chat with an error overlay.)
+            message = exc.describe() if isinstance(exc, ProviderError) else str(exc)
+            if isinstance(exc, ProviderError) and exc.model:
+                message = f"{exc.model}: {message}"
+            view.fail(message)
+            gr.Warning(message, title="The answer could not be completed")
+            yield view.messages()
+
+    def check_message(message: Any, *_: Any):
+        # Runs before the textbox is cleared, so a refused message stays where
+        # the user typed it. The /chat API path is checked by the service.
+        problem = service.message_problem(message if isinstance(message, str) else _content_text(message))
+        return gr.validate(problem is None, problem or "")
 
     async def refresh_models(current: str | None):
         await runtime.refresh()
@@ -178,6 +183,7 @@ def build_demo(runtime: Runtime) -> gr.Blocks:
             additional_inputs_accordion="System prompt, temperature, max output tokens",
             concurrency_limit=settings.concurrency_limit,
             save_history=True,
+            validator=check_message,
             api_name="chat",
             fill_height=True,
         )

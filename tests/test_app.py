@@ -10,6 +10,7 @@ from gradio_client import Client
 
 from chat.catalogue import Catalogue, ModelSpec
 from chat.config import Settings
+from chat.errors import Unavailable
 from chat.runtime import Runtime
 from tests.conftest import free_port
 from tests.scripted import Reply, ScriptedProvider
@@ -24,7 +25,10 @@ def fake_app():
         _env_file=None, local_model_enabled=False, ollama_enabled=False, max_message_chars=500
     )
     fake = ScriptedProvider("fake", default=Reply(list(TOKENS), delay=0.05))
-    catalogue = Catalogue(models=(ModelSpec("fake:slow", "Slow fake", "fast", 8000),))
+    catalogue = Catalogue(models=(
+        ModelSpec("fake:slow", "Slow fake", "fast", 8000),
+        ModelSpec("fake:broken", "Broken fake", "premium", 8000),  # nothing to fall back to
+    ))
     runtime = Runtime.build(settings, providers={"fake": fake}, catalogue=catalogue)
     with in_process(runtime, free_port()) as url:
         yield url, fake
@@ -109,3 +113,16 @@ def test_server_stays_up_after_bad_input(fake_app):
             Client(url, verbose=False).predict(bad, "fake:slow", "", 0.5, 64, api_name="/chat")
     result = Client(url, verbose=False).predict("still there?", "fake:slow", "", 0.5, 64, api_name="/chat")
     assert answer_of(result) == "".join(TOKENS)
+
+
+def test_when_every_model_fails_the_partial_answer_stays_with_the_reasons(fake_app):
+    url, fake = fake_app
+    fake.enqueue("broken", Reply(["Half an ", "answer"], error=Unavailable("upstream 503")))
+    client = Client(url, verbose=False)
+    messages = client.predict("hi", "fake:broken", "", 0.5, 64, api_name="/chat")
+    assert answer_of(messages) == "Half an answer"
+    failure = [m for m in messages if "could not be completed" in (m.get("metadata") or {}).get("title", "")]
+    assert failure, messages
+    assert "fake:broken" in failure[0]["content"] and "unavailable" in failure[0]["content"]
+    # The conversation goes on.
+    assert answer_of(client.predict("again", "fake:slow", "", 0.5, 64, api_name="/chat")) == "".join(TOKENS)
