@@ -47,6 +47,19 @@ change what happens (token counts N refer to that token list)::
     [[delay:0.05]]        0.05 s before every token
     [[tokens:200]]        reply with 200 tokens "w0 ", "w1 ", … instead of the echo
     [[finish:length]]     the provider's stop reason (e.g. length, max_tokens)
+
+Any of them can be scoped to one model with ``@name`` (the model as the request
+names it; ``llama3.2`` also matches ``llama3.2:latest``), so one message can make
+the primary fail and let the fallback answer::
+
+    [[fail:503@gpt-x]]    only requests for model gpt-x fail; others answer normally
+    [[cut:10@gpt-x]] [[delay:0.2@claude-y]]
+    [[no-end@gpt-x]]
+
+Scoped words are read from every user message of the request, not just the
+last, so they also apply to a router's continuation request (whose last user
+message is its "continue" instruction). Unscoped words come from the last user
+message only; a scoped word overrides an unscoped one of the same name.
 """
 
 from .dialects import Script, default_tokens, parse_magic

@@ -61,7 +61,8 @@ class Script:
     usage: tuple[int, int] | None = None
 
 
-_MAGIC = re.compile(r"\[\[([a-z-]+)(?::([^\]]*))?\]\]")
+# ``[[name]]``, ``[[name:args]]``, and either scoped to one model: ``[[name:args@model]]``.
+_MAGIC = re.compile(r"\[\[([a-z-]+)(?::([^\]@]*))?(?:@([^\]]+))?\]\]")
 
 
 def default_tokens(text: str) -> list[str]:
@@ -70,10 +71,25 @@ def default_tokens(text: str) -> list[str]:
     return ["Echo:"] + [f" {w}" for w in words] if words else ["Echo", "."]
 
 
-def parse_magic(text: str) -> Script:
-    """A script from magic words in the user's message (see the package docstring)."""
+def _same_model(scope: str, model: str) -> bool:
+    return model in (scope, f"{scope}:latest") or scope == f"{model}:latest"
+
+
+def parse_magic(text: str, model: str | None = None, conversation: tuple[str, ...] = ()) -> Script:
+    """A script from magic words in the user's message (see the package docstring).
+
+    Unscoped words come from ``text`` (the last user message). Words scoped to a
+    model (``[[fail:503@gpt-x]]``) apply only when ``model`` matches, and are read
+    from every user message in ``conversation`` (default: ``text``), so they also
+    reach the continuation requests a router sends after a failure.
+    """
     script = Script(tokens=default_tokens(text))
-    for name, arg in _MAGIC.findall(text):
+    words = [(name, arg) for name, arg, scope in _MAGIC.findall(text) if not scope]
+    if model is not None:
+        for part in conversation or (text,):
+            words += [(name, arg) for name, arg, scope in _MAGIC.findall(part)
+                      if scope and _same_model(scope, model)]
+    for name, arg in words:
         args = arg.split(":") if arg else []
         if name == "fail":
             script.status = int(args[0])
@@ -169,6 +185,10 @@ class Dialect:
             if isinstance(message, dict) and message.get("role") == "user":
                 return _text_of(message.get("content"))
         return ""
+
+    def user_texts(self, body: dict[str, Any]) -> tuple[str, ...]:
+        return tuple(_text_of(m.get("content")) for m in body.get("messages") or []
+                     if isinstance(m, dict) and m.get("role") == "user")
 
     def prompt_words(self, body: dict[str, Any]) -> int:
         texts = [_text_of(m.get("content")) for m in body.get("messages") or [] if isinstance(m, dict)]

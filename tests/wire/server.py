@@ -291,7 +291,9 @@ class WireServer:
             if record.method == "POST" and path in dialect.paths:
                 record.protocol = name
                 body = record.body if isinstance(record.body, dict) else {}
-                script = self._next_script() or parse_magic(dialect.last_user_text(body))
+                script = self._next_script() or parse_magic(
+                    dialect.last_user_text(body), model=str(body.get("model", "")),
+                    conversation=dialect.user_texts(body))
                 if name == "ollama" and script.status == 200 and not self._ollama_knows(body.get("model", "")):
                     script = Script(status=404, error=f'model "{body.get("model")}" not found, try pulling it first')
                 await dialect.respond(ex, script, body)
