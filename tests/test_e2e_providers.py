@@ -1,6 +1,6 @@
 """Issue 3 end to end: ``python app.py`` in front of local servers that speak the
 OpenAI, Anthropic and Ollama wire protocols, driven through its /chat and
-/refresh_models routes as a user's script would.
+/refresh_models routes as a user's script would, and through a real Chromium.
 
 Two app processes: one with every provider pointed at the wire server (and the
 embedded model as the last fallback), and one with nothing configured at all.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from tests.e2e_support import (
     wire_env,
     write_catalogue,
 )
+from tests.test_browser import ARGS, chromium_path
 from tests.wire import WireServer
 
 pytestmark = pytest.mark.model  # the embedded model answers in some of these tests
@@ -90,6 +92,7 @@ def system_of(record) -> str:
         ("anthropic:wire-claude", "anthropic", "wire-claude"),
         ("ollama:llama3.2:latest", "ollama", "llama3.2:latest"),  # discovered, not in the file
     ],
+    ids=["openai", "anthropic", "ollama"],
 )
 def test_answer_streams_from_each_provider(app, wire, model, protocol, upstream_name):
     url, _ = app
@@ -110,6 +113,62 @@ def test_answer_streams_from_each_provider(app, wire, model, protocol, upstream_
     assert model_of(record) == upstream_name
     assert user_texts(record)[-1] == message, "the user's message arrived as sent"
     assert system_of(record) == SYSTEM
+
+
+@pytest.fixture(scope="module")
+def browser():
+    executable = chromium_path()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, args=ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize(
+    ("model", "label", "upstream_name"),
+    [
+        ("openai:wire-gpt", "Wire GPT · openai:wire-gpt", "wire-gpt"),
+        ("anthropic:wire-claude", "Wire Claude · anthropic:wire-claude", "wire-claude"),
+        ("ollama:llama3.2:latest", "llama3.2:latest (Ollama) · ollama:llama3.2:latest", "llama3.2:latest"),
+    ],
+    ids=["openai", "anthropic", "ollama"],
+)
+def test_answer_streams_from_each_provider_in_the_browser(app, wire, browser, model, label, upstream_name):
+    url, _ = app
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    try:
+        page.goto(url, wait_until="load")
+        menu = page.get_by_label("Model")
+        menu.wait_for(timeout=30_000)
+        menu.click()
+        page.get_by_role("option", name=label).click()  # listed because the page load refreshed the menu
+        marker = tag()
+        box = page.locator("textarea").first
+        box.fill(f"Count in the browser {marker} [[tokens:24]] [[delay:0.05]]")
+        box.press("Enter")
+
+        bot = page.locator('[data-testid="bot"]')
+        seen: list[str] = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            texts = bot.all_inner_texts()
+            answer = texts[-1].strip() if len(texts) >= 2 else ""  # the route note comes first
+            if answer and (not seen or answer != seen[-1]):
+                seen.append(answer)
+            if answer == ANSWER.strip():
+                break
+            time.sleep(0.1)
+        assert seen and seen[-1] == ANSWER.strip(), seen
+        assert len(seen) >= 3, f"the answer grew on the page: {seen}"
+        assert all(ANSWER.startswith(t) for t in seen), seen
+        assert model in bot.first.inner_text(), "the page names the model that answered"
+        [record] = requests_for(wire, marker)
+        assert model_of(record) == upstream_name
+    finally:
+        page.close()
 
 
 def test_ollama_models_are_discovered_live_and_refresh_finds_new_ones(app, wire):

@@ -169,6 +169,17 @@ def test_every_model_fails_partial_text_stays_and_the_error_lists_each(url, wire
     assert [t.get("level") for t in toasts] == ["warning"], toasts
     assert toasts[0]["log"] == error
 
+@pytest.mark.xfail(strict=True, reason=(
+    "bug in chat/render.py: ModelSelected retitles the route note 'Answered by <model> (after a "
+    "fallback)' before that model has produced anything, and AnswerView.fail() leaves it, so when "
+    "every model fails the chat still claims the last one answered"))
+def test_when_every_model_fails_no_note_claims_one_answered(url, wire):
+    outcome = chat(url, f"Explain {tag()} [[fail:503@wire-gpt]] [[fail:503@wire-claude]]"
+                        " [[fail:404@llama3.2:latest]]", "openai:wire-gpt")
+    assert "❌ The answer could not be completed" in outcome.titles, outcome.titles
+    assert not [t for t in outcome.titles if "Answered by" in t], outcome.titles
+
+
 def test_stop_during_a_fallback_hangs_up_on_the_upstream(url, wire):
     marker = tag()
     client = Client(url, verbose=False)
