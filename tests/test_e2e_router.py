@@ -169,11 +169,9 @@ def test_every_model_fails_partial_text_stays_and_the_error_lists_each(url, wire
     assert [t.get("level") for t in toasts] == ["warning"], toasts
     assert toasts[0]["log"] == error
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug in chat/render.py: ModelSelected retitles the route note 'Answered by <model> (after a "
-    "fallback)' before that model has produced anything, and AnswerView.fail() leaves it, so when "
-    "every model fails the chat still claims the last one answered"))
 def test_when_every_model_fails_no_note_claims_one_answered(url, wire):
+    # Regression: the route note used to read "Answered by <last model> (after a
+    # fallback)" even when that model failed too.
     outcome = chat(url, f"Explain {tag()} [[fail:503@wire-gpt]] [[fail:503@wire-claude]]"
                         " [[fail:404@llama3.2:latest]]", "openai:wire-gpt")
     assert "❌ The answer could not be completed" in outcome.titles, outcome.titles
