@@ -112,7 +112,7 @@ class Unavailable(ProviderError):
 class ConnectionFailed(ProviderError):
     fallback = True
     retry = True
-    reason = "could not connect"
+    reason = "connection failed"
 
 
 class Timeout(ConnectionFailed):

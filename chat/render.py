@@ -41,6 +41,9 @@ class AnswerView:
         self.model_id: str | None = None
         self.usage: Usage | None = None
         self.finish_reason: str | None = None
+        self._tier: str | None = None
+        self._switched = False
+        self._failed = False
 
     @property
     def text(self) -> str:
@@ -55,16 +58,12 @@ class AnswerView:
             case TextDelta(text=text):
                 self._parts.append(text)
             case ModelSelected(model_id=model_id, tier=tier, reason=reason):
-                first = self.model_id is None
-                self.model_id = model_id
-                if first:
-                    title = f"🤖 {self._label(model_id)}"
-                    if tier:
-                        title = f"🤖 Auto → {tier} tier: {self._label(model_id)}"
-                    self._route_note = {"title": title, "content": reason or "Chosen model."}
+                if self.model_id is None:
+                    self._tier = tier
+                    self._route_note = {"title": "", "content": reason or "Chosen model."}
                 else:
-                    assert self._route_note is not None
-                    self._route_note["title"] = f"🤖 Answered by {self._label(model_id)} (after a fallback)"
+                    self._switched = True
+                self.model_id = model_id
             case Retrying(model_id=model_id, attempt=attempt, delay=delay, reason=reason):
                 self._notes.append({
                     "title": f"🔁 Retrying {model_id} (attempt {attempt})",
@@ -74,7 +73,7 @@ class AnswerView:
                 what = "continues the answer from where it stopped" if continuing else "answers instead"
                 self._notes.append({
                     "title": f"⚠️ {failed} failed ({reason}) — {nxt} {what}",
-                    "content": f"{self._label(failed)} failed: {reason}.\n\n{self._label(nxt)} {what}."
+                    "content": f"{self._label(failed)} failed: {reason.rstrip('.')}.\n\n{self._label(nxt)} {what}."
                     + (f"\n\nThe seam is after {len(self.text)} characters of the answer." if continuing else ""),
                 })
             case Summarizing(turns=turns):
@@ -104,11 +103,27 @@ class AnswerView:
                         "content": "Raise “Max output tokens” in the settings for longer answers.",
                     })
 
+    def _route_title(self) -> str:
+        """Which model answered — said only once it did (or is doing so)."""
+        assert self.model_id is not None
+        label = self._label(self.model_id)
+        auto = f"Auto → {self._tier} tier: " if self._tier else ""
+        if self._failed:
+            text = f"tried {label} last; no model completed the answer"
+        elif self._switched:
+            text = f"answered by {label} (after a fallback)"
+        else:
+            return f"🤖 {auto}{label}"
+        return f"🤖 {auto}{text}" if auto else f"🤖 {text[0].upper()}{text[1:]}"
+
     def fail(self, message: str) -> None:
+        self._failed = True
         self._notes.append({"title": "❌ The answer could not be completed", "content": message})
 
     def messages(self) -> list[gr.ChatMessage]:
         out: list[gr.ChatMessage] = []
+        if self._route_note is not None:
+            self._route_note["title"] = self._route_title()
         notes = [n for n in (self._summary_note, self._route_note) if n] + self._notes
         for index, note in enumerate(notes):
             metadata: dict[str, object] = {"title": str(note["title"]), "id": f"note-{index}"}

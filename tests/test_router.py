@@ -457,7 +457,7 @@ async def test_nothing_ready_lists_why(clock, a):
     assert isinstance(raised, AllModelsFailed)
     listed = [(model, err.describe()) for model, err in raised.attempts]
     assert listed[:2] == [
-        ("a:std", "could not connect: connection refused"),
+        ("a:std", "connection failed: connection refused"),
         ("b:std", "not configured: no 'b' provider is set up"),
     ]
     assert {m for m, _ in listed} == {"a:std", "b:std", "a:fast", "b:fast"}
@@ -499,7 +499,7 @@ async def test_mid_stream_interruption_is_continued_without_duplicates(clock, a,
     assert text_of(events) == "The capital of France is Paris."
     notice = of_type(events, FallingBack)[0]
     assert notice == FallingBack(
-        "a:std", "stream interrupted (could not connect: reset)", "b:std", continuing=True
+        "a:std", "stream interrupted (connection failed: reset)", "b:std", continuing=True
     )
     assert of_type(events, ModelSelected)[1].reason == "continuing the answer of a:std"
     assert b.calls[0].messages == (
