@@ -103,6 +103,15 @@ class AnswerView:
                         "content": "Raise “Max output tokens” in the settings for longer answers.",
                     })
 
+    def _cost(self) -> float | None:
+        """USD for this call from the catalogue's prices, when both are known."""
+        spec = self._catalogue.get(self.model_id or "")
+        usage = self.usage
+        if spec is None or usage is None or spec.input_cost_per_mtok is None or spec.output_cost_per_mtok is None:
+            return None
+        return ((usage.input_tokens or 0) * spec.input_cost_per_mtok
+                + (usage.output_tokens or 0) * spec.output_cost_per_mtok) / 1_000_000
+
     def _route_title(self) -> str:
         """Which model answered — said only once it did (or is doing so)."""
         assert self.model_id is not None
@@ -136,6 +145,9 @@ class AnswerView:
                 details.append(f"{self.usage.input_tokens} input tokens")
             if self.usage.output_tokens is not None:
                 details.append(f"{self.usage.output_tokens} output tokens")
+            cost = self._cost()
+            if cost is not None:
+                details.append(f"≈ ${cost:.6f}".rstrip("0").rstrip(".") if cost else "no cost")
             details.append(f"{time.monotonic() - self._started:.1f} s")
             out[len([n for n in (self._summary_note,) if n])].metadata["log"] = ", ".join(details)  # type: ignore[index]
         if self.text or not out:

@@ -16,7 +16,7 @@ from chat.ui import history_to_messages
 from tests.scripted import Reply, ScriptedProvider
 
 CATALOGUE = Catalogue(
-    models=(ModelSpec("fake:a", "Model A", "fast", 8000), ModelSpec("fake:b", "Model B", "fast", 8000)),
+    models=(ModelSpec("fake:a", "Model A", "fast", 8000, None, 1.0, 10.0), ModelSpec("fake:b", "Model B", "fast", 8000)),
     fallback=("fake:a", "fake:b"),
 )
 
@@ -122,6 +122,7 @@ def test_summary_and_usage_notes():
     assert messages[0].content == "Alice chose plan B."
     assert "Auto → fast tier" in messages[1].metadata["title"]
     assert "100 input tokens" in messages[1].metadata["log"]
+    assert "≈ $0.00015" in messages[1].metadata["log"]  # 100 x $1/M + 5 x $10/M
     assert messages[-1].content == "Hi"
 
 
