@@ -179,7 +179,7 @@ async def main(runs: int, max_tokens: int, port: int) -> dict:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--port", type=int, default=7899)
     args = parser.parse_args()
