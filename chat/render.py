@@ -116,7 +116,13 @@ class AnswerView:
         """Which model answered — said only once it did (or is doing so)."""
         assert self.model_id is not None
         label = self._label(self.model_id)
-        auto = f"Auto → {self._tier} tier: " if self._tier else ""
+        auto = ""
+        if self._tier:
+            spec = self._catalogue.get(self.model_id)
+            if spec is None or spec.tier == self._tier:
+                auto = f"Auto → {self._tier} tier: "
+            else:  # nothing of the prompt's tier was ready; the reason says so
+                auto = f"Auto → {self._tier} prompt, {spec.tier} model: "
         if self._failed:
             text = f"tried {label} last; no model completed the answer"
         elif self._switched:
