@@ -48,7 +48,7 @@ class Settings(BaseSettings):
     local_model_enabled: bool = True
     local_model_path: Path | None = None
     local_pool_size: int = Field(2, ge=1, le=16)
-    local_threads: int = Field(0, ge=0)  # 0: cores / pool size, at least 1
+    local_threads: int = Field(0, ge=0)  # 0: cores shared among the generations running now
     local_n_ctx: int = Field(0, ge=0)  # 0: the GGUF's training context
     local_warmup: bool = True
     # A 135M model loops easily; a mild penalty keeps long answers readable.

@@ -16,6 +16,7 @@ __all__ = [
     "FallingBack",
     "Finish",
     "ModelSelected",
+    "Progress",
     "Retrying",
     "SummaryInUse",
     "Summarizing",
@@ -47,6 +48,15 @@ class Finish:
     """The stream ended normally. ``reason``: "stop", "length", ... as the provider said."""
 
     reason: str = "stop"
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """The provider is working on the request but has no text yet (waiting for a
+    free model instance, reading a long prompt). It restarts the router's
+    first-token clock: real progress is not a stall."""
+
+    detail: str
 
 
 # -- from the router --------------------------------------------------------
@@ -118,6 +128,7 @@ Event = (
     TextDelta
     | Usage
     | Finish
+    | Progress
     | ModelSelected
     | Retrying
     | FallingBack

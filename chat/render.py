@@ -20,6 +20,7 @@ from .events import (
     FallingBack,
     Finish,
     ModelSelected,
+    Progress,
     Retrying,
     SummaryInUse,
     Summarizing,
@@ -44,6 +45,7 @@ class AnswerView:
         self._tier: str | None = None
         self._switched = False
         self._failed = False
+        self._progress: str | None = None
 
     @property
     def text(self) -> str:
@@ -93,6 +95,8 @@ class AnswerView:
                     "title": f"✂️ {turns} oldest messages left out",
                     "content": reason,
                 })
+            case Progress(detail=detail):
+                self._progress = detail
             case Usage():
                 self.usage = event
             case Finish(reason=reason):
@@ -140,6 +144,8 @@ class AnswerView:
         if self._route_note is not None:
             self._route_note["title"] = self._route_title()
         notes = [n for n in (self._summary_note, self._route_note) if n] + self._notes
+        if self._progress and not self.text and not self._failed:
+            notes.append({"title": "⏳ Working…", "content": self._progress, "status": "pending"})
         for index, note in enumerate(notes):
             metadata: dict[str, object] = {"title": str(note["title"]), "id": f"note-{index}"}
             if "status" in note:

@@ -19,7 +19,8 @@
   ``max_retries`` and ``retry_max_delay``). A ``cooldown`` error benches the
   model for ``retry_after`` or ``cooldown_seconds``.
 - **Time limits.** No first text within ``first_token_timeout``, or no event for
-  ``stall_timeout`` after that, is a ``Timeout`` of that model.
+  ``stall_timeout`` after that, is a ``Timeout`` of that model. A ``Progress``
+  event (queued, reading a long prompt) restarts the first-token clock.
 - **Mid-stream recovery.** Text already yielded stays. The next model is asked
   to continue the answer (``chat.continuation``); a repeat at the seam is cut.
 - **Stop.** Cancelling the consumer, or closing this generator, closes the
@@ -54,7 +55,7 @@ from .errors import (
     Timeout,
     Unavailable,
 )
-from .events import Event, FallingBack, ModelSelected, Retrying, TextDelta
+from .events import Event, FallingBack, ModelSelected, Progress, Retrying, TextDelta
 from .messages import ChatRequest, Message
 from .providers.base import Availability, Provider, State
 from .tiering import classify
@@ -196,13 +197,25 @@ class Router:
         temperature: float | None = None,
         max_tokens: int | None = None,
         tier: str | None = None,
+        min_window: int | None = None,
     ) -> AsyncIterator[Event]:
-        """Stream one answer; see the module docstring for the policy."""
+        """Stream one answer; see the module docstring for the policy.
+
+        ``min_window``: the tokens this request needs (prompt + answer); models
+        with a smaller context window are skipped as fallbacks.
+        """
         prompt = next((m.content for m in reversed(messages) if m.role == "user"), "")
         route = self.resolve(model_id, prompt, tier=tier)
         pending = deque(route.candidates)
         attempts: list[tuple[str, ProviderError]] = []
         passed: list[tuple[str, ProviderError]] = []  # candidates skipped as not ready
+        if min_window:
+            for spec in [s for s in pending if s.context_window < min_window]:
+                pending.remove(spec)
+                passed.append((spec.id, ContextLengthExceeded(
+                    f"this conversation needs ~{min_window:,} tokens; its window is {spec.context_window:,}",
+                    model=spec.id,
+                )))
         shown: list[str] = []
 
         spec = self._take_ready(pending, passed)
@@ -230,6 +243,9 @@ class Router:
             try:
                 async with aclosing(self._timed(self._provider(spec).stream(request), spec.id)) as events:
                     async for event in events:
+                        if isinstance(event, Progress):
+                            yield event  # not text: the seam must not flush on it
+                            continue
                         if isinstance(event, TextDelta):
                             text = seam.feed(event.text) if seam else event.text
                         else:
@@ -328,6 +344,10 @@ class Router:
                     ) from None
                 if isinstance(event, TextDelta):
                     parts.append(event.text)
+                elif isinstance(event, Progress) and not parts:
+                    # Queued behind other users or reading a long prompt: the
+                    # provider is alive, so the first-token clock starts again.
+                    deadline = loop.time() + first
                 yield event
 
 

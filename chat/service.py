@@ -69,7 +69,9 @@ class ChatService:
         """Stream the answer to ``turn`` as events; raises ``ChatError`` subclasses."""
         self.validate(turn)
         route = self.router.resolve(turn.model_id, turn.message)
-        windows = [spec.context_window for spec in route.chain] or [route.primary.context_window]
+        # Plan for the chosen model's window; fallbacks too small for the
+        # planned request are skipped by the router (min_window below).
+        windows = [route.primary.context_window]
         cap = min([self.settings.max_context_tokens, *windows])
         # The answer's reserve may take at most half the window (see budget_for).
         max_tokens = min(turn.max_tokens or self.settings.max_output_tokens, cap // 2)
@@ -97,6 +99,7 @@ class ChatService:
                     prepared.messages,
                     temperature=turn.temperature,
                     max_tokens=max_tokens,
+                    min_window=prepared.estimated_tokens + max_tokens,
                 ):
                     if isinstance(event, TextDelta):
                         streamed = True

@@ -114,7 +114,8 @@ async def test_request_carries_messages_and_options(wire: WireServer, provider: 
         {"role": "user", "content": "hello"},
     ]
     assert sent.body["stream"] is True
-    assert sent.body["options"] == {"temperature": 0.2, "num_predict": 64}
+    # num_ctx: Ollama's own default context would silently cut the planned history.
+    assert sent.body["options"] == {"temperature": 0.2, "num_predict": 64, "num_ctx": 4096}  # the test settings' window
 
 
 async def test_id_without_latest_tag_maps_to_the_listed_name(wire: WireServer, provider: OllamaProvider) -> None:

@@ -74,6 +74,14 @@ async def test_request_carries_messages_options_and_key(wire: WireServer, provid
     assert sent.headers["authorization"] == f"Bearer {KEY}"
 
 
+@pytest.mark.parametrize("model", ["gpt-5", "gpt-5-mini", "o3-mini", "o1"])
+async def test_reasoning_models_get_no_temperature(wire: WireServer, provider: OpenAIProvider, model: str) -> None:
+    # They answer 400 "unsupported_value" to any temperature but their default.
+    await collect(provider.stream(ChatRequest(model, (Message("user", "hi"),), temperature=0.7)))
+    (sent,) = wire.chat_requests
+    assert sent.body["model"] == model and "temperature" not in sent.body
+
+
 async def test_finish_reason_is_passed_on(wire: WireServer, provider: OpenAIProvider) -> None:
     wire.enqueue(Script(tokens=["a"], finish_reason="length"))
     events, error = await collect(provider.stream(request()))

@@ -34,7 +34,7 @@ from pathlib import Path
 from ..catalogue import ModelSpec
 from ..config import Settings
 from ..errors import ContextLengthExceeded, InvalidRequest, ModelNotFound, ProviderError, Unavailable
-from ..events import Event, Finish, TextDelta, Usage
+from ..events import Event, Finish, Progress, TextDelta, Usage
 from ..messages import ChatRequest, Message
 from .base import Availability, State, guard_stream
 
@@ -73,6 +73,9 @@ class _Slot:
     executor: ThreadPoolExecutor | None = None
     abort_callback: object = None
     last_used: float = 0.0
+    # Bumped by llama.cpp's abort callback during compute and per token: real
+    # work, which Progress events report while there is no text yet.
+    progress: int = 0
 
 
 class LocalProvider:
@@ -177,7 +180,20 @@ class LocalProvider:
         if self._load_error is not None:
             raise Unavailable(f"the embedded model failed to load: {self._load_error}")
 
-        slot = await self._acquire(request.messages)
+        heartbeat = min(5.0, self._settings.first_token_timeout / 3)
+        acquiring = asyncio.ensure_future(self._acquire(request.messages))
+        try:
+            seen = self._pool_progress()
+            while not (await asyncio.wait({acquiring}, timeout=heartbeat))[0]:
+                if (now := self._pool_progress()) != seen:  # the pool is busy, not stuck
+                    seen = now
+                    yield Progress("waiting for a free instance of the embedded model")
+        except BaseException:
+            acquiring.cancel()
+            if acquiring.done() and not acquiring.cancelled():
+                self._release(acquiring.result())  # acquired just as we were stopped
+            raise
+        slot = acquiring.result()
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()
         # A fresh flag per generation: the previous consumer of this slot may
@@ -186,8 +202,15 @@ class LocalProvider:
         loop.run_in_executor(slot.executor, self._generate, slot, request, loop, queue, stop)
         answer: list[str] = []
         try:
+            seen = slot.progress
             while True:
-                item = await queue.get()
+                try:
+                    item = await asyncio.wait_for(queue.get(), heartbeat)
+                except TimeoutError:
+                    if not answer and slot.progress != seen:
+                        seen = slot.progress
+                        yield Progress("reading the conversation (a long prompt takes a while on CPU)")
+                    continue
                 if item is _DONE:
                     break
                 if isinstance(item, BaseException):
@@ -218,6 +241,27 @@ class LocalProvider:
                 self._waiters.append((loop, wakeup))
             await wakeup.wait()
 
+    def _set_threads(self, slot: _Slot) -> None:
+        """Auto threads: the cores shared among the generations running now.
+
+        Alone, one generation gets every core (prompt reading is ~2x faster on
+        2 cores than with 1 thread); with two running, each gets half.
+        """
+        if self._settings.local_threads:
+            return
+        with self._pool_lock:
+            running = sum(1 for s in self._slots if s.busy)
+        threads = max(1, (os.cpu_count() or 1) // max(1, running))
+        try:
+            import llama_cpp
+
+            llama_cpp.llama_set_n_threads(slot.llm._ctx.ctx, threads, threads)  # type: ignore[attr-defined]
+        except Exception:  # other bindings: keep the threads set at load
+            log.debug("llama_set_n_threads unavailable", exc_info=True)
+
+    def _pool_progress(self) -> int:
+        return sum(slot.progress for slot in self._slots)
+
     def _release(self, slot: _Slot) -> None:
         """Called by the worker thread once it no longer touches ``slot.llm``."""
         with self._pool_lock:
@@ -244,6 +288,7 @@ class LocalProvider:
         try:
             if stop.is_set():
                 return
+            self._set_threads(slot)
             chunks = llm.create_chat_completion(  # type: ignore[attr-defined]
                 [{"role": m.role, "content": m.content} for m in request.messages],
                 temperature=request.temperature if request.temperature is not None else 0.7,
@@ -258,6 +303,7 @@ class LocalProvider:
                     return
                 choice = chunk["choices"][0]
                 text = choice["delta"].get("content")
+                slot.progress += 1
                 if text:
                     produced += 1
                     self.tokens_generated += 1
@@ -312,6 +358,7 @@ def _install_abort_callback(slot: _Slot) -> None:
         fn.restype = None
 
         def should_abort(_data: object) -> bool:
+            slot.progress += 1
             return slot.stop.is_set()  # the current generation's flag
 
         callback = llama_cpp.llama_cpp.ggml_abort_callback(should_abort)

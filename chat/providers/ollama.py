@@ -114,6 +114,9 @@ class OllamaProvider:
             options["temperature"] = request.temperature
         if request.max_tokens is not None:
             options["num_predict"] = request.max_tokens
+        # Ollama's default context (2k–4k) would silently cut what we planned
+        # for CHAT_OLLAMA_CONTEXT_WINDOW.
+        options["num_ctx"] = self._settings.ollama_context_window
         usage: Usage | None = None
         reason: str | None = None
         with self._errors(model_id):

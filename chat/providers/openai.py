@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -41,6 +42,9 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 # Sent to keyless OpenAI-compatible servers: the SDK insists on some key, and
 # falling back to OPENAI_API_KEY would hand the user's OpenAI key to a stranger.
 _NO_KEY = "no-key-required"
+
+
+_REASONING = re.compile(r"^(gpt-5|o\d)(\b|[-.])")
 
 
 class OpenAIProvider:
@@ -120,7 +124,9 @@ class OpenAIProvider:
             "stream": True,
             "stream_options": {"include_usage": True},
         }
-        if request.temperature is not None:
+        if request.temperature is not None and not _REASONING.match(request.model):
+            # OpenAI's reasoning models (gpt-5, o1, o3, o4…) accept only their
+            # default temperature and answer 400 to any other.
             params["temperature"] = request.temperature
         if request.max_tokens is not None:
             # OpenAI's reasoning models reject max_tokens; compatible servers
