@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from chat.catalogue import ModelSpec
 from chat.errors import ProviderError
-from chat.events import Event, Finish, TextDelta, Usage
+from chat.events import Event, Finish, Progress, TextDelta, Usage
 from chat.messages import ChatRequest
 from chat.providers.base import Availability, guard_stream
 
@@ -42,6 +42,8 @@ class Reply:
     stall: float = 0.0
     stall_after: int = 0
     usage: Usage | None = None
+    progress: int = 0  # Progress events before the first token, ...
+    progress_interval: float = 0.0  # ... each after this many seconds
 
 
 class ScriptedProvider:
@@ -83,6 +85,9 @@ class ScriptedProvider:
         self.active += 1
         completed = False
         try:
+            for _ in range(reply.progress):
+                await asyncio.sleep(reply.progress_interval)
+                yield Progress("working")
             for index, token in enumerate(reply.tokens):
                 if reply.stall and index == reply.stall_after:
                     await asyncio.sleep(reply.stall)

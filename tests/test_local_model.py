@@ -129,3 +129,30 @@ async def test_next_turn_reuses_the_instance_holding_its_prefix(local_provider):
 async def test_unknown_local_model_is_model_not_found(local_provider):
     with pytest.raises(ModelNotFound):
         await collect(local_provider, ChatRequest("gpt-9", QUESTION))
+
+
+async def test_a_request_queued_behind_another_is_not_timed_out():
+    """Pool of one, first-token limit 1.5 s, the first answer takes longer:
+    the queued request reports progress and is answered, not failed over."""
+    from chat.catalogue import Catalogue, LOCAL_SPEC
+    from chat.config import Settings
+    from chat.events import Progress
+    from chat.providers.local import LocalProvider
+    from chat.router import Router
+
+    settings = Settings(_env_file=None, local_pool_size=1, first_token_timeout=1.5)  # type: ignore[call-arg]
+    provider = LocalProvider(settings)
+    await asyncio.to_thread(provider.wait_ready, 120)
+    router = Router(settings, Catalogue(models=(LOCAL_SPEC,)), {"local": provider})
+
+    async def ask(prompt: str, tokens: int) -> list:
+        return [e async for e in router.stream("local:smollm2", [Message("user", prompt)],
+                                              max_tokens=tokens, temperature=0.0)]
+
+    first = asyncio.create_task(ask("Write a long story about a dragon.", 400))
+    await asyncio.sleep(0.3)
+    second = await ask("Name three colours.", 16)
+    assert any(isinstance(e, Progress) for e in second), "the wait was reported"
+    assert "".join(e.text for e in second if isinstance(e, TextDelta)).strip()
+    assert "".join(e.text for e in await first if isinstance(e, TextDelta)).strip()
+    await provider.aclose()

@@ -31,7 +31,7 @@ from chat.errors import (
     Timeout,
     Unavailable,
 )
-from chat.events import FallingBack, Finish, ModelSelected, Retrying, TextDelta, Usage
+from chat.events import FallingBack, Finish, ModelSelected, Progress, Retrying, TextDelta, Usage
 from chat.messages import Message
 from chat.providers.base import Availability, State
 from chat.providers.openai import OpenAIProvider
@@ -577,6 +577,41 @@ async def test_first_token_timeout_falls_back(clock, a, b):
     assert of_type(events, FallingBack)[0].reason == "timed out: no text within 0.2 s"
     assert text_of(events) == "on time"
     assert a.closed_early == 1 and a.active == 0
+
+
+async def test_progress_before_the_first_token_keeps_the_model(clock, a, b):
+    # Queued behind other users, or reading a long prompt: alive, not stalled.
+    a.enqueue("std", Reply(["worth the wait"], progress=5, progress_interval=0.1))
+    router = make_router(clock, a, b, first_token_timeout=0.25)
+    events = await collect(router, "a:std")
+    assert text_of(events) == "worth the wait"
+    assert not of_type(events, FallingBack) and b.calls == []
+    assert len(of_type(events, Progress)) == 5
+
+
+async def test_silence_after_progress_still_times_out(clock, a, b):
+    a.enqueue("std", Reply(["late"], progress=1, progress_interval=0.05, delay=5))
+    b.enqueue("std", Reply(["on time"]))
+    router = make_router(clock, a, b, first_token_timeout=0.2)
+    started = time.monotonic()
+    events = await collect(router, "a:std")
+    assert time.monotonic() - started < 1.5
+    assert text_of(events) == "on time"
+
+
+async def test_fallbacks_too_small_for_the_request_are_skipped(clock, a, b):
+    small = Catalogue(
+        models=(ModelSpec("a:big", "BIG", "fast", 100_000), ModelSpec("b:small", "SMALL", "fast", 4_000)),
+        fallback=("a:big", "b:small"),
+    )
+    a.enqueue("big", Reply(error=Unavailable("down")))
+    router = make_router(clock, a, b, catalogue=small, max_retries=0)
+    events, error = await collect_until_error(router, "a:big", min_window=20_000)
+    assert isinstance(error, AllModelsFailed) and b.calls == []
+    assert "needs ~20,000 tokens; its window is 4,000" in str(error)
+    # A request that fits goes to the small model as usual.
+    a.enqueue("big", Reply(error=Unavailable("down")))
+    assert text_of(await collect(router, "a:big", min_window=3_000)) == "echo: hello"
 
 
 async def test_stall_timeout_continues_with_next_model(clock, a, b):
