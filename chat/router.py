@@ -151,6 +151,8 @@ class Router:
         if model_id == AUTO:
             return self._resolve_auto(prompt, tier)
         spec = self.catalogue.get(model_id)
+        if spec is None and model_id.startswith("ollama:") and model_id.count(":") == 1:
+            spec = self.catalogue.get(f"{model_id}:latest")  # Ollama's default tag may be omitted
         if spec is None:
             available = ", ".join([AUTO, *self.catalogue.ids()])
             raise InputError(f"Unknown model {model_id!r}. Available: {available}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,10 +52,13 @@ class Runtime:
         return cls(settings, catalogue, providers, router, service)
 
     def start(self) -> None:
-        """Start background work: load and warm up the embedded model."""
+        """Start background work: load and warm up the embedded model, and
+        discover Ollama's models so API callers can use them before any page
+        load refreshes the list."""
         local = self.providers.get("local")
         if local is not None and hasattr(local, "start"):
             local.start()
+        threading.Thread(target=asyncio.run, args=(self.refresh(),), name="model-discovery", daemon=True).start()
 
     async def refresh(self) -> None:
         """Re-discover live models (Ollama) and publish them to the router."""

@@ -792,3 +792,13 @@ async def test_wire_stop_during_fallback_disconnects_upstream(servers):
         await task
     gone = await f_server.wait_disconnect(1.0)
     assert gone is not None and gone.finished is None
+
+
+async def test_ollama_ids_may_omit_the_latest_tag(clock):
+    ollama = ScriptedProvider("ollama")
+    catalogue = Catalogue(models=(ModelSpec("ollama:llama3.2:latest", "llama", "fast", 8000),))
+    router = make_router(clock, ollama, catalogue=catalogue)
+    assert router.resolve("ollama:llama3.2", "hi").primary.id == "ollama:llama3.2:latest"
+    assert text_of(await collect(router, "ollama:llama3.2")) == "echo: hello"
+    with pytest.raises(InputError):
+        router.resolve("ollama:mistral", "hi")

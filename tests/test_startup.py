@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from gradio_client import Client
@@ -75,3 +76,26 @@ def test_readme_run_command_serves_the_local_model_with_no_configuration(tmp_pat
     assert answer.strip(), messages
     assert not (messages[-1].get("metadata") or {}).get("title")
     assert len(updates) >= 2, "intermediate updates arrive before the final one"
+
+
+def test_ollama_models_are_usable_through_the_api_right_after_start(tmp_path):
+    """Discovery runs at start: no page load or refresh is needed, and the
+    ``:latest`` tag may be left out."""
+    from tests.wire import WireServer
+
+    with WireServer() as wire, app_process(
+        free_port(), cwd=tmp_path,
+        env={"OLLAMA_HOST": wire.url, "CHAT_LOCAL_MODEL_ENABLED": "false"},
+    ) as url:
+        client = Client(url, verbose=False)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                messages = client.predict("hello there", "ollama:llama3.2", "", 0.2, 32, api_name="/chat")
+                break
+            except Exception:  # discovery runs in the background right after start
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+    assert messages[-1]["content"].startswith("Echo:")
+    assert wire.chat_requests[-1].body["model"] == "llama3.2:latest"
