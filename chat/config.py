@@ -84,7 +84,22 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
 
 
+def env_file() -> str | None:
+    """The dotenv file in use: ``CHAT_ENV_FILE``, default ``.env``; empty disables it."""
+    return os.environ.get("CHAT_ENV_FILE", ".env") or None
+
+
 def load_settings(**overrides: object) -> Settings:
     """Settings from the environment and the dotenv file named by ``CHAT_ENV_FILE``."""
-    env_file = os.environ.get("CHAT_ENV_FILE", ".env") or None
-    return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+    return Settings(_env_file=env_file(), **overrides)  # type: ignore[call-arg]
+
+
+def secret_from_env(name: str) -> SecretStr | None:
+    """A secret whose variable name is data (a catalogue's ``api_key_env``):
+    from the environment, else from the same dotenv file as the settings."""
+    value = os.environ.get(name)
+    if not value and (path := env_file()) and Path(path).is_file():
+        from dotenv import dotenv_values
+
+        value = dotenv_values(path).get(name)
+    return SecretStr(value) if value else None

@@ -69,3 +69,23 @@ def test_bad_values_name_the_setting(clean_env):
     clean_env.setenv("CHAT_TEMPERATURE", "hot")
     with pytest.raises(ValidationError, match="temperature"):
         load_settings()
+
+
+def test_keys_of_catalogue_declared_providers_come_from_the_dotenv_file_too(clean_env, tmp_path):
+    from chat.catalogue import load_catalogue
+    from chat.providers import build_providers
+
+    (tmp_path / "models.toml").write_text(
+        '[[providers]]\nname = "vllm"\nbase_url = "http://127.0.0.1:9/v1"\napi_key_env = "VLLM_API_KEY"\n\n'
+        '[[models]]\nid = "vllm:llama"\ntier = "fast"\ncontext_window = 8000\n'
+    )
+    env = tmp_path / ".env"
+    env.write_text(f"CHAT_MODELS_FILE={tmp_path / 'models.toml'}\nVLLM_API_KEY=vk-from-dotenv\n")
+    clean_env.setenv("CHAT_ENV_FILE", str(env))
+    clean_env.delenv("VLLM_API_KEY", raising=False)
+    settings = load_settings()
+    providers = build_providers(settings, load_catalogue(settings.models_file))
+    assert providers["vllm"].availability("llama").ready
+    clean_env.setenv("CHAT_ENV_FILE", "")
+    providers = build_providers(settings, load_catalogue(settings.models_file))
+    assert providers["vllm"].availability("llama").detail == "set VLLM_API_KEY"

@@ -297,6 +297,9 @@ def test_classify_by_status_first_then_text_for_400_and_422() -> None:
     assert classify(500, "violates our content policy") is Unavailable
     assert classify(429, "context length") is RateLimited
     assert classify(529) is Unavailable
+    # An in-stream rate limit that mentions tokens is not a context problem.
+    assert classify(None, "Rate limit reached for requests. Too many tokens, please retry") is RateLimited
+    assert classify(None, "This model's maximum context length is 8192 tokens") is ContextLengthExceeded
     assert classify(413) is ContextLengthExceeded
     assert classify(400, "prompt is too long: 210000 tokens") is ContextLengthExceeded
     assert classify(422, "flagged by content_filter") is ContentFiltered

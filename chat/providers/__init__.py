@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import os
-
-from pydantic import SecretStr
-
 from ..catalogue import Catalogue
-from ..config import Settings
+from ..config import Settings, secret_from_env
 from .base import Availability, Provider, State, guard_stream
 
 __all__ = ["Availability", "Provider", "State", "build_providers", "guard_stream"]
@@ -36,12 +32,11 @@ def build_providers(settings: Settings, catalogue: Catalogue) -> dict[str, Provi
         providers["ollama"] = OllamaProvider(settings)
     for spec in catalogue.providers:
         # The variable is named by the catalogue, so it cannot be a Settings
-        # field; it is read here, once, and kept as a SecretStr.
-        raw = os.environ.get(spec.api_key_env) if spec.api_key_env else None
+        # field; it is read here, once (environment, then the dotenv file).
         providers[spec.name] = OpenAIProvider(
             settings,
             name=spec.name,
-            api_key=SecretStr(raw) if raw else None,
+            api_key=secret_from_env(spec.api_key_env) if spec.api_key_env else None,
             api_key_env=spec.api_key_env,
             base_url=spec.base_url,
             key_required=spec.api_key_env is not None,

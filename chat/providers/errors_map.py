@@ -85,12 +85,14 @@ def classify(status: int | None, text: str = "") -> type[ProviderError]:
 
 
 def _classify_text(text: str, *, default: type[ProviderError]) -> type[ProviderError]:
+    # Rate limits first: "Rate limit reached ... too many tokens" is not a
+    # context-length problem, and compacting the conversation would not help.
+    if _has(text, _RATE):
+        return RateLimited
     if _has(text, _CONTEXT):
         return ContextLengthExceeded
     if _has(text, _CONTENT):
         return ContentFiltered
-    if _has(text, _RATE):
-        return RateLimited
     if _has(text, _AUTH):
         return AuthenticationFailed
     if _has(text, _NOT_FOUND):
