@@ -315,3 +315,13 @@ def test_retry_after_parses_seconds_dates_and_milliseconds() -> None:
     assert retry_after({}) is None
     later = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 30))
     assert 25 <= (retry_after({"retry-after": later}) or 0) <= 31
+
+
+def test_anything_unexpected_at_an_adapter_boundary_is_still_a_provider_error(caplog) -> None:
+    # e.g. an SDK event of a shape it did not expect: AttributeError deep inside.
+    from chat.providers.errors_map import unexpected_error
+
+    error = unexpected_error(AttributeError("'NoneType' object has no attribute 'type'"), where="http://x", model="m:x")
+    assert isinstance(error, ConnectionFailed) and error.fallback
+    assert "unexpected response (AttributeError)" in error.describe()
+    assert "AttributeError" in caplog.text  # logged with its traceback for the developers

@@ -35,7 +35,7 @@ from ..errors import (
 from ..events import Event, Finish, TextDelta, Usage
 from ..messages import ChatRequest
 from .base import Availability, State, guard_stream
-from .errors_map import clean, make_error, public_url, transport_error
+from .errors_map import clean, make_error, public_url, transport_error, unexpected_error
 
 __all__ = ["AnthropicProvider", "DEFAULT_BASE_URL"]
 
@@ -171,9 +171,7 @@ class AnthropicProvider:
             raise InvalidRequest(clean(exc, secret), model=model_id) from exc
         except Exception as exc:
             error = transport_error(exc, where=where, model=model_id)
-            if error is None:
-                raise
-            raise error from exc
+            raise (error or unexpected_error(exc, where=where, model=model_id)) from exc
 
 
 def _detail(exc: anthropic.APIStatusError) -> str:

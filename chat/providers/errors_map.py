@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import logging
 import re
 import time
 from collections.abc import Mapping
@@ -53,6 +54,8 @@ _CONTENT = (
 _RATE = ("rate_limit", "rate limit", "too many requests", "quota")
 _AUTH = ("authentication", "permission", "api key", "api_key", "unauthorized")
 _NOT_FOUND = ("not_found", "not found", "does not exist")
+
+log = logging.getLogger(__name__)
 
 # Key-shaped tokens (sk-..., sk-ant-..., long bearer-like strings after "key").
 _KEYLIKE = re.compile(r"\b(sk|pk|rk|key)-[A-Za-z0-9_\-]{6,}")
@@ -180,6 +183,16 @@ def transport_error(exc: BaseException, *, where: str = "", model: str | None = 
             return ConnectionFailed(f"the connection was cut{suffix}", model=model)
         return ConnectionFailed(f"{kind}{suffix}", model=model)
     return None
+
+
+def unexpected_error(exc: BaseException, *, where: str = "", model: str | None = None) -> ProviderError:
+    """Anything else that escaped an adapter (an event of a shape the SDK did
+    not expect, a bug): still a ``ProviderError``, so text already streamed is
+    kept and another model may continue. Logged with its traceback (its type
+    and stack, no request data) so it can be fixed."""
+    log.warning("unexpected %s from %s", type(exc).__name__, model or where, exc_info=exc)
+    suffix = f" ({where})" if where else ""
+    return ConnectionFailed(f"unexpected response ({type(exc).__name__}){suffix}", model=model)
 
 
 def clean(text: object, secret: str | None = None) -> str:

@@ -29,7 +29,7 @@ from ..errors import ProviderError
 from ..events import Event, Finish, TextDelta, Usage
 from ..messages import ChatRequest
 from .base import Availability, State, guard_stream
-from .errors_map import clean, make_error, public_url, transport_error
+from .errors_map import clean, make_error, public_url, transport_error, unexpected_error
 
 __all__ = ["OllamaProvider"]
 
@@ -158,9 +158,7 @@ class OllamaProvider:
             raise make_error(status, clean(exc.error), model=model_id) from exc
         except Exception as exc:
             error = transport_error(exc, where=where, model=model_id)
-            if error is None:
-                raise
-            raise error from exc
+            raise (error or unexpected_error(exc, where=where, model=model_id)) from exc
 
 
 def _why(exc: BaseException) -> str:
