@@ -9,6 +9,7 @@ A malformed file fails at start with a message naming the file, line and field.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tomllib
 from dataclasses import dataclass
@@ -103,6 +104,14 @@ class Catalogue:
 
     def ids(self) -> list[str]:
         return [spec.id for spec in self.models]
+
+    def with_window(self, model_id: str, window: int) -> Catalogue:
+        """A copy where ``model_id``'s context window is at most ``window``."""
+        models = tuple(
+            dataclasses.replace(m, context_window=min(m.context_window, window)) if m.id == model_id else m
+            for m in self.models
+        )
+        return Catalogue(models, self.fallback, self.providers, self.source)
 
     def with_models(self, extra: list[ModelSpec]) -> Catalogue:
         """A copy with ``extra`` models appended (ids already present are skipped)."""

@@ -91,6 +91,8 @@ class AnswerView:
                     "status": "done",
                 }
             case ContextTrimmed(turns=turns, reason=reason):
+                if self._summary_note is not None and self._summary_note.get("status") == "pending":
+                    self._summary_note = None  # the fold did not happen; the note below says why
                 self._notes.append({
                     "title": f"✂️ {turns} oldest messages left out",
                     "content": reason,

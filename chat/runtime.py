@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .catalogue import Catalogue, load_catalogue
+from .catalogue import LOCAL_MODEL_ID, Catalogue, load_catalogue
 from .config import Settings
 from .context import ContextManager
 from .providers import Provider, build_providers
@@ -44,6 +44,8 @@ class Runtime:
         catalogue = catalogue or load_catalogue(
             settings.models_file, include_local=settings.local_model_enabled
         )
+        if settings.local_n_ctx:  # a smaller allocation than the GGUF's 8,192 tokens
+            catalogue = catalogue.with_window(LOCAL_MODEL_ID, settings.local_n_ctx)
         if providers is None:
             providers = build_providers(settings, catalogue)
         router = Router(settings, catalogue, providers)

@@ -53,6 +53,16 @@ class ChatService:
                 f"Your message is {len(message):,} characters long; the limit is {limit:,} "
                 "characters (CHAT_MAX_MESSAGE_CHARS). Shorten it or split it into several messages."
             )
+        # No model gets more than CHAT_MAX_CONTEXT_TOKENS, so a message beyond
+        # that is refused here, before the UI clears the textbox.
+        tokens = self.context.counter.message(Message("user", message))
+        most = self.context.budget_for([], self.settings.max_output_tokens)
+        if tokens > most:
+            return (
+                f"Your message is about {tokens:,} tokens; one request can carry at most {most:,} "
+                "(CHAT_MAX_CONTEXT_TOKENS minus the tokens reserved for the answer). "
+                "Shorten it or split it into several messages."
+            )
         return None
 
     def validate(self, turn: Turn) -> None:

@@ -31,8 +31,8 @@ def history_to_messages(history: Sequence[Any]) -> tuple[Message, ...]:
 
     Accepts both shapes Gradio sends (browser: content as a list of parts;
     API: plain strings), drops our own notes (messages with ``metadata.title``)
-    and merges consecutive messages of the same role, so providers that need
-    strict alternation (Anthropic) accept the result.
+    and user messages that got no answer, and joins consecutive assistant
+    messages, so providers that need strict alternation (Anthropic) accept it.
     """
     out: list[Message] = []
     for item in history or ():
@@ -49,8 +49,12 @@ def history_to_messages(history: Sequence[Any]) -> tuple[Message, ...]:
         text = _content_text(content)
         if not text:
             continue
-        if out and out[-1].role == role:
+        if out and out[-1].role == role == "assistant":
             out[-1] = Message(role, out[-1].content + "\n\n" + text)
+        elif out and out[-1].role == role == "user":
+            # The earlier message got no answer (refused, or every model
+            # failed before any text): it is not part of the conversation.
+            out[-1] = Message(role, text)
         else:
             out.append(Message(role, text))
     return tuple(out)

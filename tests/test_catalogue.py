@@ -94,3 +94,11 @@ def test_invalid_toml_and_missing_file_are_clear(tmp_path):
         load_catalogue(write(tmp_path, '[[models]]\nid = "openai:a\n'))
     with pytest.raises(CatalogueError, match="cannot read"):
         load_catalogue(tmp_path / "nope.toml")
+
+
+def test_a_smaller_local_allocation_shrinks_the_planned_window(settings_factory):
+    from chat.runtime import Runtime
+
+    runtime = Runtime.build(settings_factory(local_n_ctx=2048, ollama_enabled=False))
+    assert runtime.router.catalogue.get(LOCAL_MODEL_ID).context_window == 2048
+    assert Runtime.build(settings_factory(ollama_enabled=False)).catalogue.get(LOCAL_MODEL_ID).context_window == 8192

@@ -7,7 +7,7 @@ import pytest
 
 from chat.catalogue import Catalogue, ModelSpec
 from chat.errors import ContextLengthExceeded, InputError, InvalidRequest, RateLimited
-from chat.events import FallingBack, ModelSelected, SummaryInUse, TextDelta, Usage
+from chat.events import ContextTrimmed, FallingBack, ModelSelected, Summarizing, SummaryInUse, TextDelta, Usage
 from chat.messages import Message
 from chat.render import AnswerView
 from chat.runtime import Runtime
@@ -84,6 +84,7 @@ async def test_invalid_request_is_not_retried_elsewhere(runtime):
         (Turn(""), ["empty"]),
         (Turn(" \n\t "), ["empty"]),
         (Turn("x" * 100_001), ["100,001", "limit is 100,000"]),
+        (Turn("word " * 9_000), ["tokens", "at most", "CHAT_MAX_CONTEXT_TOKENS"]),
         (Turn("hi", model_id="nope:x"), ["nope:x", "fake:a", "fake:b", "auto"]),
         (Turn("hi", model_id="fake:a", temperature=3.0), ["between 0 and 2"]),
     ],
@@ -137,8 +138,18 @@ def test_history_from_the_browser_and_the_api_is_one_shape():
     assert history_to_messages(browser) == (
         Message("user", "Hello"),
         Message("assistant", "Hi!"),
-        Message("user", "first try\n\nsecond try"),
+        Message("user", "second try"),  # "first try" got no answer
     )
     assert history_to_messages([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]) == (
         Message("user", "a"), Message("assistant", "b"))
     assert history_to_messages(None) == ()
+
+
+def test_a_failed_summary_leaves_no_spinner_behind():
+    view = AnswerView(CATALOGUE)
+    for event in (Summarizing(8), ContextTrimmed(8, "summarizing failed: rate limited; the oldest messages were left out"),
+                  ModelSelected("fake:a", "Model A"), TextDelta("Hi")):
+        view.apply(event)
+    notes = [m.metadata for m in view.messages()[:-1]]
+    assert not [n for n in notes if n.get("status") == "pending"], notes
+    assert any("8 oldest messages left out" in n["title"] for n in notes)
