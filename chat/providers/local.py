@@ -73,9 +73,6 @@ class _Slot:
     executor: ThreadPoolExecutor | None = None
     abort_callback: object = None
     last_used: float = 0.0
-    # Bumped by llama.cpp's abort callback during compute and per token: real
-    # work, which Progress events report while there is no text yet.
-    progress: int = 0
 
 
 class LocalProvider:
@@ -183,11 +180,12 @@ class LocalProvider:
         heartbeat = min(5.0, self._settings.first_token_timeout / 3)
         acquiring = asyncio.ensure_future(self._acquire(request.messages))
         try:
-            seen = self._pool_progress()
+            # In-process work cannot hang silently the way a network peer can:
+            # while we wait for an instance, or its worker reads the prompt, we
+            # are making progress, and say so (the router's first-token clock
+            # would otherwise count queueing and prompt reading as a stall).
             while not (await asyncio.wait({acquiring}, timeout=heartbeat))[0]:
-                if (now := self._pool_progress()) != seen:  # the pool is busy, not stuck
-                    seen = now
-                    yield Progress("waiting for a free instance of the embedded model")
+                yield Progress("waiting for a free instance of the embedded model")
         except BaseException:
             acquiring.cancel()
             if acquiring.done() and not acquiring.cancelled():
@@ -202,15 +200,15 @@ class LocalProvider:
         loop.run_in_executor(slot.executor, self._generate, slot, request, loop, queue, stop)
         answer: list[str] = []
         try:
-            seen = slot.progress
             while True:
-                try:
-                    item = await asyncio.wait_for(queue.get(), heartbeat)
-                except TimeoutError:
-                    if not answer and slot.progress != seen:
-                        seen = slot.progress
+                if answer:  # streaming: no heartbeat needed (and no timer per token)
+                    item = await queue.get()
+                else:
+                    try:
+                        item = await asyncio.wait_for(queue.get(), heartbeat)
+                    except TimeoutError:
                         yield Progress("reading the conversation (a long prompt takes a while on CPU)")
-                    continue
+                        continue
                 if item is _DONE:
                     break
                 if isinstance(item, BaseException):
@@ -259,9 +257,6 @@ class LocalProvider:
         except Exception:  # other bindings: keep the threads set at load
             log.debug("llama_set_n_threads unavailable", exc_info=True)
 
-    def _pool_progress(self) -> int:
-        return sum(slot.progress for slot in self._slots)
-
     def _release(self, slot: _Slot) -> None:
         """Called by the worker thread once it no longer touches ``slot.llm``."""
         with self._pool_lock:
@@ -303,7 +298,6 @@ class LocalProvider:
                     return
                 choice = chunk["choices"][0]
                 text = choice["delta"].get("content")
-                slot.progress += 1
                 if text:
                     produced += 1
                     self.tokens_generated += 1
@@ -358,7 +352,6 @@ def _install_abort_callback(slot: _Slot) -> None:
         fn.restype = None
 
         def should_abort(_data: object) -> bool:
-            slot.progress += 1
             return slot.stop.is_set()  # the current generation's flag
 
         callback = llama_cpp.llama_cpp.ggml_abort_callback(should_abort)
