@@ -21,8 +21,13 @@ __all__ = ["coalesce"]
 _END = object()
 
 
-async def coalesce(source: AsyncIterator[T], interval: float) -> AsyncIterator[list[T]]:
+async def coalesce(
+    source: AsyncIterator[T], interval: float, *, idle: float | None = None
+) -> AsyncIterator[list[T]]:
     """Yield lists of items from ``source``, at most one list per ``interval``.
+
+    With ``idle``, an empty list is yielded whenever nothing arrived for that
+    many seconds (a tick, so the consumer can publish what it held back).
 
     The source runs in its own task so a slow consumer never blocks it; if the
     consumer stops early (Stop, closed tab), the task is cancelled and the
@@ -47,7 +52,11 @@ async def coalesce(source: AsyncIterator[T], interval: float) -> AsyncIterator[l
     last_flush = 0.0
     try:
         while True:
-            item = await queue.get()
+            try:
+                item = await asyncio.wait_for(queue.get(), idle) if idle else await queue.get()
+            except TimeoutError:
+                yield []
+                continue
             batch: list[T] = []
             done = False
             error: BaseException | None = None

@@ -88,6 +88,8 @@ def model_choices(runtime: Runtime) -> list[tuple[str, str]]:
     return choices
 
 
+NOTE_DELAY = 0.25  # seconds a notes-only update may wait for the first text
+
 MODEL_INFO = "Auto picks by the prompt; if a model fails, the next one takes over and you are told."
 
 
@@ -128,9 +130,18 @@ def build_demo(runtime: Runtime) -> gr.Blocks:
         )
         view = AnswerView(runtime.router.catalogue)
         try:
-            async for batch in coalesce(service.respond(turn), interval):
+            started = time.monotonic()
+            shown = False
+            async for batch in coalesce(service.respond(turn), interval, idle=NOTE_DELAY):
                 for event in batch:
                     view.apply(event)
+                if not batch and shown:
+                    continue  # an idle tick with nothing new
+                if not view.text and time.monotonic() - started < NOTE_DELAY:
+                    # Text usually follows within a blink: one update instead
+                    # of two (each yield costs a round of Gradio processing).
+                    continue
+                shown = True
                 yield view.messages()
         except InputError as exc:
             raise gr.Error(str(exc), title="Cannot send this message", print_exception=False) from exc

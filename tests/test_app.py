@@ -28,6 +28,7 @@ def fake_app():
     catalogue = Catalogue(models=(
         ModelSpec("fake:slow", "Slow fake", "fast", 8000),
         ModelSpec("fake:broken", "Broken fake", "premium", 8000),  # nothing to fall back to
+        ModelSpec("fake:thinker", "Slow starter", "standard", 8000),
     ))
     runtime = Runtime.build(settings, providers={"fake": fake}, catalogue=catalogue)
     with in_process(runtime, free_port()) as url:
@@ -126,3 +127,13 @@ def test_when_every_model_fails_the_partial_answer_stays_with_the_reasons(fake_a
     assert "fake:broken" in failure[0]["content"] and "unavailable" in failure[0]["content"]
     # The conversation goes on.
     assert answer_of(client.predict("again", "fake:slow", "", 0.5, 64, api_name="/chat")) == "".join(TOKENS)
+
+
+def test_the_model_note_shows_while_the_first_token_is_awaited(fake_app):
+    url, fake = fake_app
+    fake.enqueue("thinker", Reply(["Finally."], delay=1.5))
+    updates = stream(url, "think hard", model="fake:thinker")
+    first = updates[0][1]
+    assert answer_of(first) == "" and any("fake:thinker" in (m.get("metadata") or {}).get("title", "") for m in first)
+    assert updates[0][0] < updates[-1][0] - 1.0, "the note came well before the answer"
+    assert answer_of(updates[-1][1]) == "Finally."
