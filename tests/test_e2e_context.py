@@ -257,7 +257,7 @@ def test_browser_shows_the_summary_note(tmp_path, artifacts_dir):
     alone is ~600 tokens). The note is collapsed; opening it shows the summary."""
     from playwright.sync_api import sync_playwright
 
-    from tests.test_browser import ARGS, chromium_path
+    from tests.conftest import ARGS, chromium_path
 
     (tmp_path / "models.toml").write_text(CATALOGUE)
     with ConversationWire(summary_delay=0.05) as wire:

@@ -32,7 +32,6 @@ from tests.e2e_support import (
     wire_env,
     write_catalogue,
 )
-from tests.test_browser import ARGS, chromium_path
 from tests.wire import WireServer
 
 pytestmark = pytest.mark.model  # the embedded model answers in some of these tests
@@ -113,17 +112,6 @@ def test_answer_streams_from_each_provider(app, wire, model, protocol, upstream_
     assert model_of(record) == upstream_name
     assert user_texts(record)[-1] == message, "the user's message arrived as sent"
     assert system_of(record) == SYSTEM
-
-
-@pytest.fixture(scope="module")
-def browser():
-    executable = chromium_path()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=executable, args=ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.mark.browser
