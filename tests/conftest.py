@@ -111,3 +111,18 @@ def browser():
         browser = p.chromium.launch(executable_path=executable, args=ARGS)
         yield browser
         browser.close()
+
+
+def send(page, box, text: str) -> None:
+    """Type and press Enter, as a user would; press again if the page had not
+    wired its handlers yet (the textarea can appear before the app is live)."""
+    box.fill(text)
+    for _ in range(3):
+        box.press("Enter")
+        try:
+            page.get_by_text(text[:40], exact=False).first.wait_for(timeout=5_000)
+            return
+        except Exception:  # not sent yet
+            if box.input_value() != text:
+                raise
+    raise AssertionError("the message was never sent")

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, send
 from tests.servers import app_process
 
 pytestmark = [pytest.mark.browser, pytest.mark.model]
@@ -29,8 +29,7 @@ def test_send_watch_it_stream_then_stop(browser, app_url, artifacts_dir):
     page.goto(app_url, wait_until="load")
     box = page.locator("textarea").first
     box.wait_for(timeout=30_000)
-    box.fill("Write a long story about a brave knight and a dragon.")
-    box.press("Enter")
+    send(page, box, "Write a long story about a brave knight and a dragon.")
 
     page.locator('[data-testid="stop-button"]').wait_for(timeout=30_000)
     lengths = []
@@ -53,8 +52,7 @@ def test_send_watch_it_stream_then_stop(browser, app_url, artifacts_dir):
     page.screenshot(path=str(artifacts_dir / "browser-chat-stopped.png"), full_page=True)
 
     # The next message is answered normally.
-    box.fill("Say hello.")
-    box.press("Enter")
+    send(page, box, "Say hello.")
     page.locator('[data-testid="user"]').nth(1).wait_for(timeout=10_000)
     page.wait_for_function(
         "(n) => !document.querySelector('[data-testid=\"stop-button\"]') && "

@@ -257,7 +257,7 @@ def test_browser_shows_the_summary_note(tmp_path, artifacts_dir):
     alone is ~600 tokens). The note is collapsed; opening it shows the summary."""
     from playwright.sync_api import sync_playwright
 
-    from tests.conftest import ARGS, chromium_path
+    from tests.conftest import ARGS, chromium_path, send
 
     (tmp_path / "models.toml").write_text(CATALOGUE)
     with ConversationWire(summary_delay=0.05) as wire:
@@ -278,8 +278,7 @@ def test_browser_shows_the_summary_note(tmp_path, artifacts_dir):
             box.wait_for(timeout=30_000)
             turns = 5
             for k in range(1, turns + 1):
-                box.fill(conversation_text(k))
-                box.press("Enter")
+                send(page, box, conversation_text(k))
                 page.get_by_text(f"Reply to TURN-{k}:").wait_for(timeout=30_000)
                 page.locator('[data-testid="stop-button"]').wait_for(state="detached", timeout=30_000)
             summary = wire.summaries[-1]

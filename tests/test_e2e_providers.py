@@ -32,6 +32,7 @@ from tests.e2e_support import (
     wire_env,
     write_catalogue,
 )
+from tests.conftest import send
 from tests.wire import WireServer
 
 pytestmark = pytest.mark.model  # the embedded model answers in some of these tests
@@ -135,8 +136,7 @@ def test_answer_streams_from_each_provider_in_the_browser(app, wire, browser, mo
         page.get_by_role("option", name=label).click()  # listed because the page load refreshed the menu
         marker = tag()
         box = page.locator("textarea").first
-        box.fill(f"Count in the browser {marker} [[tokens:24]] [[delay:0.05]]")
-        box.press("Enter")
+        send(page, box, f"Count in the browser {marker} [[tokens:24]] [[delay:0.05]]")
 
         bot = page.locator('[data-testid="bot"]')
         seen: list[str] = []
