@@ -200,11 +200,15 @@ class Router:
         max_tokens: int | None = None,
         tier: str | None = None,
         min_window: int | None = None,
+        answer_so_far: str = "",
     ) -> AsyncIterator[Event]:
         """Stream one answer; see the module docstring for the policy.
 
         ``min_window``: the tokens this request needs (prompt + answer); models
         with a smaller context window are skipped as fallbacks.
+        ``answer_so_far``: the start of an answer that was cut (the caller
+        already holds it). The first model continues it exactly as mid-stream
+        recovery does (continuation request, seam); only new text is yielded.
         """
         prompt = next((m.content for m in reversed(messages) if m.role == "user"), "")
         route = self.resolve(model_id, prompt, tier=tier)
@@ -225,13 +229,14 @@ class Router:
             raise AllModelsFailed(passed)
         if spec is not route.primary and model_id != AUTO:
             attempts.append(passed.pop(0))
-            yield FallingBack(route.primary.id, attempts[0][1].describe(), spec.id)
+            yield FallingBack(route.primary.id, attempts[0][1].describe(), spec.id,
+                              continuing=bool(answer_so_far.strip()))
         called, retries = 1, 0
         reason = route.reason if spec is route.primary else f"{route.primary.id} is not ready"
         yield ModelSelected(spec.id, spec.label, route.tier, reason)
 
         while True:
-            answer = "".join(shown)
+            answer = answer_so_far + "".join(shown)
             # Whitespace alone is no answer to continue (and some APIs reject a
             # whitespace-only message): the next model then simply answers.
             continuing = bool(answer.strip())
@@ -282,7 +287,7 @@ class Router:
                 spec = self._take_ready(pending, passed) if can_fall_back else None
                 if spec is None:
                     raise AllModelsFailed(attempts + passed, "".join(shown)) from exc
-                continues = bool("".join(shown).strip())
+                continues = bool((answer_so_far + "".join(shown)).strip())
                 yield FallingBack(failed.id, exc.describe(), spec.id, continuing=continues)
                 called, retries = called + 1, 0
                 verb = "continuing the answer of" if continues else "taking over from"
