@@ -177,13 +177,17 @@ async def _stream(api: Api, pump: EventPump, answer: Answer, chain: str, admissi
                   call: Call) -> Response:
     """Wait for the first text or heartbeat, then commit the headers and stream."""
     first: list[Any] = []
-    ping = ended = False
-    while not (ping or ended):
+    pinged = texted = ended = False
+    failure: Failed | None = None
+    while not (pinged or texted or ended):
         for item in await pump.get():
             if item is GONE:
                 pump.close()
                 call.outcome = "client_closed"
                 return Response(status_code=499)
+            if isinstance(item, Failed) and texted:
+                failure, ended = item, True  # text arrived with it: send the text, then the error event
+                break
             if isinstance(item, Failed):
                 pump.close()
                 answer.follow(first)
@@ -192,13 +196,13 @@ async def _stream(api: Api, pump: EventPump, answer: Answer, chain: str, admissi
                 _observe(api, answer, call)
                 raise error
             if item is PING:
-                ping = True
+                pinged = True
             elif item is END:
                 ended = True
             else:
                 first.append(item)
-                if type(item) is TextDelta:
-                    ping = True  # the first text: commit now (the rest of this batch goes too)
+                # The first text commits the headers (with the rest of this batch).
+                texted = texted or type(item) is TextDelta
     pump.unwatch()  # from here on Starlette's StreamingResponse watches for the disconnect
     data = answer.encode(first)
     headers = {**SSE_HEADERS, **_headers(answer, chain)}
@@ -207,9 +211,12 @@ async def _stream(api: Api, pump: EventPump, answer: Answer, chain: str, admissi
     async def body():
         api.metrics.active_streams.inc()
         try:
-            chunk = (PING_BYTES if not data and not ended else b"") + data
+            chunk = (PING_BYTES if pinged else b"") + data
+            if failure is not None:
+                call.outcome = "failed_midstream"
+                yield chunk + answer.error(_failure(api, failure.error).body())
+                return
             if ended:
-                call.model = answer.first_model or answer.model
                 yield chunk + answer.end()
                 return
             yield chunk
