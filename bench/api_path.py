@@ -16,7 +16,12 @@ same machine load:
   (target ≤ 1.05× direct's).
 - ``app_cpu_us_per_token``: the app process's CPU (``/proc/<pid>/stat``,
   user + system) over the tokens it relayed, in the 50-stream and long runs.
-  (Issue #10's target for the API path: ≤ 25 µs.)
+  (Issue #10's target for the API path: ≤ 25 µs.) It includes the provider
+  adapter's parsing of each upstream chunk, so ``layer`` separates the API's
+  own share: in this process, a provider yielding one token per event (no
+  network) is read through ``ChatService.respond`` alone and through the API's
+  ASGI app (``StreamingResponse``, one send per event — the worst case), and
+  the difference per event is what the API adds.
 
 Prints one JSON line. Run it alone: ``flock /tmp/relay-heavy.lock python bench/api_path.py``.
 """
@@ -140,6 +145,84 @@ async def concurrent(client: httpx.AsyncClient, target: Target, streams: int, to
     return out
 
 
+async def layer(events: int = 2000, requests: int = 10) -> dict[str, float]:
+    """CPU per event: the service alone, and the same through the API's ASGI app (in process)."""
+    sys.path.insert(0, str(ROOT))
+    from starlette.applications import Starlette
+
+    from chat.api import build_routes
+    from chat.catalogue import Catalogue, ModelSpec
+    from chat.config import Settings
+    from chat.events import Finish, TextDelta, Usage
+    from chat.providers.base import Availability, guard_stream
+    from chat.runtime import Runtime
+    from chat.service import Turn
+
+    class OneTokenPerEvent:
+        name = "fast"
+
+        def availability(self, model: str) -> Availability:
+            return Availability.ok()
+
+        async def discover(self) -> list:
+            return []
+
+        async def aclose(self) -> None:
+            return None
+
+        def stream(self, request):  # noqa: ANN001, ANN201
+            return guard_stream(self._raw(), "fast:m")
+
+        async def _raw(self):  # noqa: ANN202
+            for _ in range(events):
+                await asyncio.sleep(0)  # one event per loop turn, as from a socket
+                yield TextDelta("w ")
+            yield Usage(1, events)
+            yield Finish("stop")
+
+    settings = Settings(_env_file=None, local_model_enabled=False, ollama_enabled=False)  # type: ignore[call-arg]
+    runtime = Runtime.build(settings, providers={"fast": OneTokenPerEvent()},
+                            catalogue=Catalogue(models=(ModelSpec("fast:m", "M", "fast", 128000),)))
+    app = Starlette(routes=build_routes(runtime))
+    body = json.dumps({"model": "fast:m", "stream": True, "messages": [{"role": "user", "content": "hi"}]}).encode()
+    scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
+             "method": "POST", "scheme": "http", "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions",
+             "query_string": b"", "root_path": "", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
+             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]}
+
+    async def through_api() -> None:
+        delivered = False
+
+        async def receive() -> dict:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await asyncio.get_running_loop().create_future()  # no disconnect
+            return {}
+
+        async def send(message: dict) -> None:
+            return None
+
+        await app(scope, receive, send)
+
+    async def service_alone() -> None:
+        async for _ in runtime.service.respond(Turn("hi", model_id="fast:m")):
+            pass
+
+    async def per_event(run) -> float:  # noqa: ANN001
+        await run()  # warm-up
+        started = time.process_time()
+        for _ in range(requests):
+            await run()
+        return (time.process_time() - started) / (events * requests) * 1e6
+
+    service = await per_event(service_alone)
+    api = await per_event(through_api)
+    return {"service_us_per_event": round(service, 2), "with_api_us_per_event": round(api, 2),
+            "api_adds_us_per_event": round(api - service, 2)}
+
+
 async def measure(direct: Target, app: Target, app_pid: int, runs: int) -> dict[str, object]:
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
     async with httpx.AsyncClient(timeout=120, limits=limits) as client:
@@ -149,6 +232,7 @@ async def measure(direct: Target, app: Target, app_pid: int, runs: int) -> dict[
         long_d = await concurrent(client, direct, 1, 4000, 0.001, None)
         long_a = await concurrent(client, app, 1, 4000, 0.001, app_pid)
     return {
+        "layer": await layer(),
         "ttft_1": single,
         "streams_50": {
             "direct_p95_ttft_ms": many_d["p95_ttft_ms"], "app_p95_ttft_ms": many_a["p95_ttft_ms"],
@@ -169,7 +253,8 @@ def main() -> None:
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ANTHROPIC_", "OLLAMA_", "CHAT_"))}
     env.update({"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
-                "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONPATH": str(ROOT)})
+                "GRADIO_ANALYTICS_ENABLED": "False",
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))})
     wire_port, app_port = free_port(), free_port()
     with tempfile.TemporaryDirectory() as tmp:
         catalogue = Path(tmp) / "models.toml"
