@@ -20,7 +20,7 @@ import pytest
 
 from chat.continuation import CONTINUE_INSTRUCTION
 from tests.api_support import metric, post_stream
-from tests.e2e_support import SYSTEM, model_of, requests_for, run_app, tag, user_texts, wait_for, wire_env, write_catalogue
+from tests.e2e_support import SYSTEM, model_of, requests_for, run_app, tag, wait_for, wire_env, write_catalogue
 from tests.wire import WireServer
 
 HEARTBEAT = 0.5

@@ -45,13 +45,14 @@ from ..events import (
 __all__ = ["DONE", "PING", "Answer", "frame"]
 
 PING = b": ping\n\n"
-DONE = b"data: [DONE]\n\n"
+DONE = b"data: [DONE]\n\n"  # the protocol's end marker, not an event of the answer
 # OpenAI's finish reasons; a provider's other words for "it ended" mean stop.
 _FINISH = {"stop": "stop", "length": "length", "max_tokens": "length", "content_filter": "content_filter"}
 
 
 def frame(data: bytes) -> bytes:
-    """One SSE event carrying ``data`` (a JSON document on one line)."""
+    """One SSE event carrying ``data`` (a JSON document on one line). Every
+    event goes through here, so an ``id:`` line would be added here."""
     return b"data: " + data + b"\n\n"
 
 
@@ -163,12 +164,12 @@ class Answer:
         if self._role_sent and not self.notices and text:
             if self._head_model != self.model:
                 self._head = (
-                    b'data: {"id":"' + self.id.encode() + b'","object":"chat.completion.chunk","created":'
+                    b'{"id":"' + self.id.encode() + b'","object":"chat.completion.chunk","created":'
                     + str(self.created).encode() + b',"model":' + orjson.dumps(self.model)
                     + b',"choices":[{"index":0,"delta":{"content":'
                 )
                 self._head_model = self.model
-            return self._head + orjson.dumps(text) + b'},"finish_reason":null}]}\n\n'
+            return frame(self._head + orjson.dumps(text) + b'},"finish_reason":null}]}')
         delta: dict[str, Any] = {}
         if not self._role_sent:
             delta["role"] = "assistant"
