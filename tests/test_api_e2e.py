@@ -241,10 +241,11 @@ def test_a_client_disconnect_mid_stream_reaches_upstream_within_200ms(url, wire)
     assert _disconnect_seen(wire, marker, closed_at) < 0.2
 
 
-def test_a_client_disconnect_before_the_first_token_reaches_upstream_within_200ms(url, wire):
+@pytest.mark.parametrize("stream", [True, False], ids=["streaming", "not streaming"])
+def test_a_client_disconnect_before_the_first_token_reaches_upstream_within_200ms(url, wire, stream):
     marker = tag()
     host, port = httpx.URL(url).host, httpx.URL(url).port
-    payload = json.dumps({**ask(f"Slow {marker} [[stall:10]]"), "stream": True}).encode()
+    payload = json.dumps({**ask(f"Slow {marker} [[stall:10]]"), "stream": stream}).encode()
     head = f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
     with socket.create_connection((host, port)) as sock:
         sock.sendall(head.encode() + f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload)

@@ -13,22 +13,20 @@ text, the first heartbeat, the end or an error — whichever comes first:
   (``chunks.Answer``), and an error after that is an error event + ``[DONE]``.
 
 A client that disconnects stops the answer: before the headers the pump's
-watcher notices; after, Starlette's ``StreamingResponse`` cancels the body,
-whose ``finally`` closes the pump and with it the provider stream.
+watcher notices; after, Starlette's ``StreamingResponse`` cancels the body and
+``sse.AnswerStream`` closes the pump, and with it the provider stream.
 ``stream: false`` collects the same events into one ``chat.completion``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from starlette.background import BackgroundTask
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from ..errors import AllModelsFailed, ChatError, InputError
 from ..events import TextDelta
@@ -40,6 +38,7 @@ from .errors import ApiError, from_chat_error
 from .metrics import reason_label
 from .pump import END, GONE, PING, EventPump, Failed
 from .schema import CompletionRequest, parse_completion
+from .sse import AnswerStream
 
 if TYPE_CHECKING:
     from .edge import Admission
@@ -204,63 +203,22 @@ async def _stream(api: Api, pump: EventPump, answer: Answer, chain: str, admissi
                 # The first text commits the headers (with the rest of this batch).
                 texted = texted or type(item) is TextDelta
     pump.unwatch()  # from here on Starlette's StreamingResponse watches for the disconnect
-    data = answer.encode(first)
-    headers = {**SSE_HEADERS, **_headers(answer, chain)}
+    opening = (PING_BYTES if pinged else b"") + answer.encode(first)
+
+    async def on_end(outcome: str) -> None:
+        api.metrics.active_streams.dec()
+        call.outcome = outcome
+        call.model = answer.first_model or answer.model
+        _observe(api, answer, call)
+        await admission.release()
+
+    api.metrics.active_streams.inc()
     call.streaming = True
-
-    async def body():
-        api.metrics.active_streams.inc()
-        try:
-            chunk = (PING_BYTES if pinged else b"") + data
-            if failure is not None:
-                call.outcome = "failed_midstream"
-                yield chunk + answer.error(_failure(api, failure.error).body())
-                return
-            if ended:
-                yield chunk + answer.end()
-                return
-            yield chunk
-            pump.sent()
-            while True:
-                out: list[bytes] = []
-                events: list[Any] = []
-                done = False
-                for item in await pump.get():
-                    if item is PING:
-                        out.append(answer.encode(events))
-                        events = []
-                        out.append(PING_BYTES)
-                    elif item is END:
-                        out.append(answer.encode(events) + answer.end())
-                        done = True
-                        break
-                    elif isinstance(item, Failed):
-                        error = _failure(api, item.error)
-                        call.outcome = "failed_midstream"
-                        out.append(answer.encode(events) + answer.error(error.body()))
-                        done = True
-                        break
-                    elif item is not GONE:
-                        events.append(item)
-                if not done and events:
-                    out.append(answer.encode(events))
-                payload = b"".join(out)
-                if payload:
-                    yield payload
-                    pump.sent()
-                if done:
-                    return
-        except (asyncio.CancelledError, GeneratorExit):
-            call.outcome = "client_closed"
-            raise
-        finally:
-            pump.close()
-            api.metrics.active_streams.dec()
-            call.model = answer.first_model or answer.model
-            _observe(api, answer, call)
-
-    return StreamingResponse(body(), headers=headers, media_type="text/event-stream",
-                             background=BackgroundTask(admission.release))
+    return AnswerStream(
+        pump, answer, opening, failure=failure.error if failure else None, ended=ended,
+        describe=lambda exc: _failure(api, exc).body(), on_end=on_end,
+        headers={**SSE_HEADERS, **_headers(answer, chain)},
+    )
 
 
 def _observe(api: Api, answer: Answer, call: Call) -> None:

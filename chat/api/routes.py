@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from ..runtime import Runtime
@@ -27,6 +27,7 @@ from .errors import ApiError
 from .health import HealthMonitor, health
 from .metrics import CONTENT_TYPE_LATEST, Metrics
 from .models import list_models, one_model
+from .sse import AnswerStream
 
 __all__ = ["Api", "Call", "build_routes"]
 
@@ -92,7 +93,7 @@ class Api:
                 response = ApiError(500, "Internal error; the server log has the details.", type_="server_error",
                                     code="internal_error", outcome="internal_error").response()
             response.headers.update(admission.headers)
-            if not (call.streaming and isinstance(response, StreamingResponse)):
+            if not isinstance(response, AnswerStream):  # a stream counts and releases itself at its end
                 call.finish(self)
                 await admission.release()
             return response
