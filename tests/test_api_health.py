@@ -1,6 +1,8 @@
 """``/health`` of ``python app.py``: live checks of each provider on the wire
 server, the cache that spares them, a cooldown (degraded), every provider
-gone (503 down) and back, and the liveness probe that touches nothing."""
+gone (503 down) and back, and the liveness probe that touches nothing.
+This module's wire server lists an Ollama model, so the API's Ollama ids are
+checked here too."""
 
 from __future__ import annotations
 
@@ -70,6 +72,18 @@ def test_the_liveness_probe_touches_nothing(url, wire):
     response = httpx.get(url + "health?live=1", timeout=10)
     assert response.status_code == 200 and response.json() == {"status": "alive"}
     assert len(wire.requests) == before
+
+
+@pytest.mark.parametrize("model", ["ollama:llama3.2:latest", "ollama:llama3.2"])
+def test_an_ollama_model_answers_with_or_without_its_latest_tag(url, wire, model):
+    marker = tag()
+    response = httpx.post(url + "v1/chat/completions", timeout=30, json={
+        "model": model, "messages": [{"role": "user", "content": f"Hi {marker}"}]})
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"] == f"Echo: Hi {marker}"
+    assert response.headers["x-model-name"] == "ollama:llama3.2:latest"
+    [upstream] = [r for r in wire.chat_requests if marker in str(r.body)]
+    assert upstream.protocol == "ollama" and upstream.body["model"] == "llama3.2:latest"
 
 
 def test_a_model_cooling_down_makes_health_degraded_and_shows_until_when(url):
