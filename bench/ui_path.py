@@ -253,8 +253,9 @@ async def main(one: int, rounds: int) -> dict[str, Any]:
     env.update({"OPENAI_BASE_URL": f"{wire}/v1", "OPENAI_API_KEY": "sk-bench", "CHAT_MODELS_FILE": str(workdir / "models.toml"),
                 "CHAT_LOCAL_MODEL_ENABLED": "false", "CHAT_OLLAMA_ENABLED": "false", "CHAT_ENV_FILE": "",
                 "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(app_port), "CHAT_LOG_LEVEL": "WARNING"})
+    app_log = open(workdir / "app.log", "wb")  # noqa: SIM115 - closed with the app below
     app_proc = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=workdir, env=env,
-                                stdout=open(workdir / "app.log", "wb"), stderr=subprocess.STDOUT)
+                                stdout=app_log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{app_port}/"
     try:
         await wait_http(f"{wire}/api/version", wire_proc)
@@ -276,6 +277,7 @@ async def main(one: int, rounds: int) -> dict[str, Any]:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        app_log.close()
 
 
 async def scenarios(client: httpx.AsyncClient, page: Page, tabs: list[str], wire: str, pid: int, one: int,

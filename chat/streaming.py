@@ -1,9 +1,11 @@
-"""Coalescing a fast event stream into fewer UI updates.
+"""Coalescing a fast stream into fewer batches.
 
 Every Gradio yield is one network message and costs ~1.5–2 ms of server CPU,
 so yielding per token wastes a core at 100+ tokens/s. ``coalesce`` passes the
 first batch through at once (time to first token is not delayed) and then
-groups whatever arrives within ``interval`` seconds into one batch.
+groups whatever arrives within ``interval`` seconds into one batch; ``Pacer``
+decides that interval for the page. The adapters use ``coalesce`` too, to read
+a response body in a task of its own (``providers.body``).
 
 The work per item is an append (and a wake-up only when the consumer is
 waiting for one); timers are set per batch, never per item.
