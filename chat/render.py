@@ -1,17 +1,24 @@
 """Turn the typed event stream of one answer into chat messages.
 
 ``AnswerView`` keeps notes (which model answered and why, retries, fallbacks,
-summaries) and the answer text; ``messages()`` renders them as Gradio
-``ChatMessage`` objects: notes first (collapsible, with a title), the answer
-last. The answer text is exactly the concatenation of the text deltas: nothing
-is inserted at a fallback seam, the seam is described in a note instead.
+summaries) and the answer text; ``messages()`` renders them as plain message
+dicts (``role``, ``content``, ``metadata``): notes first (collapsible, with a
+title), the answer last. The answer text is exactly the concatenation of the
+text deltas: nothing is inserted at a fallback seam, the seam is described in a
+note instead.
+
+Plain dicts, not ``gr.ChatMessage``: Gradio streams each update as a diff
+against the previous one, and its diff looks inside dicts and lists but not
+inside other objects. With dicts a growing answer travels as an ``append`` of
+its new text; a ``ChatMessage`` would be resent whole on every update
+(quadratic bytes). Every call builds fresh dicts, since Gradio keeps the
+previous update by reference to diff against.
 """
 
 from __future__ import annotations
 
 import time
-
-import gradio as gr
+from typing import Any
 
 from .catalogue import Catalogue
 from .events import (
@@ -34,7 +41,8 @@ __all__ = ["AnswerView"]
 class AnswerView:
     def __init__(self, catalogue: Catalogue) -> None:
         self._catalogue = catalogue
-        self._parts: list[str] = []
+        self._text = ""
+        self._parts: list[str] = []  # deltas not yet joined into _text
         self._notes: list[dict[str, object]] = []
         self._summary_note: dict[str, object] | None = None
         self._route_note: dict[str, object] | None = None
@@ -49,7 +57,10 @@ class AnswerView:
 
     @property
     def text(self) -> str:
-        return "".join(self._parts)
+        if self._parts:  # joined once per read, not once per delta
+            self._text += "".join(self._parts)
+            self._parts.clear()
+        return self._text
 
     def _label(self, model_id: str) -> str:
         spec = self._catalogue.get(model_id)
@@ -141,8 +152,8 @@ class AnswerView:
         self._failed = True
         self._notes.append({"title": "❌ The answer could not be completed", "content": message})
 
-    def messages(self) -> list[gr.ChatMessage]:
-        out: list[gr.ChatMessage] = []
+    def messages(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
         if self._route_note is not None:
             self._route_note["title"] = self._route_title()
         notes = [n for n in (self._summary_note, self._route_note) if n] + self._notes
@@ -152,7 +163,7 @@ class AnswerView:
             metadata: dict[str, object] = {"title": str(note["title"]), "id": f"note-{index}"}
             if "status" in note:
                 metadata["status"] = note["status"]
-            out.append(gr.ChatMessage(role="assistant", content=str(note["content"]), metadata=metadata))
+            out.append({"role": "assistant", "content": str(note["content"]), "metadata": metadata})
         if self._route_note is not None and self.usage is not None:
             details = []
             if self.usage.input_tokens is not None:
@@ -163,7 +174,7 @@ class AnswerView:
             if cost is not None:
                 details.append(f"≈ ${cost:.6f}".rstrip("0").rstrip(".") if cost else "no cost")
             details.append(f"{time.monotonic() - self._started:.1f} s")
-            out[len([n for n in (self._summary_note,) if n])].metadata["log"] = ", ".join(details)  # type: ignore[index]
+            out[len([n for n in (self._summary_note,) if n])]["metadata"]["log"] = ", ".join(details)
         if self.text or not out:
-            out.append(gr.ChatMessage(role="assistant", content=self.text))
+            out.append({"role": "assistant", "content": self.text, "metadata": {}})
         return out

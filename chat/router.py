@@ -324,39 +324,71 @@ class Router:
         return delay if delay <= s.retry_max_delay else None
 
     async def _timed(self, events: AsyncIterator[Event], model_id: str) -> AsyncIterator[Event]:
-        """``events`` with the first-token and stall limits; always closes ``events``."""
+        """``events`` with the first-token and stall limits; always closes ``events``.
+
+        O(1) work per event: the deadline moves with every event, but the one
+        timer of this stream is re-armed only when it fires before the deadline
+        (or the deadline moves earlier), never created per token.
+        """
         loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
         first, stall = self.settings.first_token_timeout, self.settings.stall_timeout
         deadline = loop.time() + first
         parts: list[str] = []
-        async with aclosing(events):  # type: ignore[type-var]
-            while True:
-                if parts:
-                    # Measured while we wait, so time the consumer spends on an
-                    # event never counts as the provider's silence.
-                    deadline = loop.time() + stall
-                try:
-                    async with asyncio.timeout_at(deadline) as scope:
-                        event = await anext(events)
-                except StopAsyncIteration:
-                    return
-                except TimeoutError:
-                    if not scope.expired():
-                        raise
-                    if not parts:
-                        raise Timeout(f"no text within {first:g} s", model=model_id) from None
-                    cause = Timeout(f"no text for {stall:g} s", model=model_id)
-                    raise Interrupted(
-                        cause.describe(), partial_text="".join(parts), cause=cause, model=model_id
-                    ) from None
-                if isinstance(event, TextDelta):
-                    parts.append(event.text)
-                elif isinstance(event, Progress) and not parts:
-                    # Queued behind other users or reading a long prompt: the
-                    # provider is alive, so the first-token clock starts again.
-                    deadline = loop.time() + first
-                yield event
+        waiting = expired = False
+        timer: asyncio.TimerHandle | None = None
 
+        def check(when: float) -> None:
+            nonlocal timer, expired
+            timer = None
+            if not waiting:
+                return  # the consumer holds an event: re-armed when we wait again
+            if deadline <= when:
+                expired = True
+                task.cancel()
+            else:
+                timer = loop.call_at(deadline, check, deadline)
+
+        cancelling = task.cancelling()
+        try:
+            async with aclosing(events):  # type: ignore[type-var]
+                while True:
+                    if parts:
+                        # Measured while we wait, so time the consumer spends on an
+                        # event never counts as the provider's silence.
+                        deadline = loop.time() + stall
+                    if timer is None:
+                        timer = loop.call_at(deadline, check, deadline)
+                    elif deadline < timer.when():
+                        timer.cancel()
+                        timer = loop.call_at(deadline, check, deadline)
+                    waiting = True
+                    try:
+                        event = await anext(events)
+                    except StopAsyncIteration:
+                        return
+                    except asyncio.CancelledError:
+                        if not expired or task.uncancel() > cancelling:
+                            raise  # a real cancellation (Stop), not our limit
+                        if not parts:
+                            raise Timeout(f"no text within {first:g} s", model=model_id) from None
+                        cause = Timeout(f"no text for {stall:g} s", model=model_id)
+                        raise Interrupted(
+                            cause.describe(), partial_text="".join(parts), cause=cause, model=model_id
+                        ) from None
+                    finally:
+                        waiting = False
+                    if isinstance(event, TextDelta):
+                        parts.append(event.text)
+                    elif isinstance(event, Progress) and not parts:
+                        # Queued behind other users or reading a long prompt: the
+                        # provider is alive, so the first-token clock starts again.
+                        deadline = loop.time() + first
+                    yield event
+        finally:
+            if timer is not None:
+                timer.cancel()
 
 def _surfaced(error: ProviderError, *, answer_started: bool) -> ProviderError | None:
     """The error to raise to the caller instead of falling back, or None.

@@ -2,7 +2,7 @@
 
 This module is the one boundary between Gradio's shapes and ours: history in
 (browser parts or API strings, notes included) becomes ``Message`` tuples;
-typed events out become ``gr.ChatMessage`` lists (notes first, answer last).
+typed events out become message dicts (notes first, answer last; see ``chat.render``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from .messages import Message
 from .render import AnswerView
 from .runtime import Runtime
 from .service import Turn
-from .streaming import coalesce
+from .streaming import Pacer, coalesce
 
 __all__ = ["build_demo", "history_to_messages", "model_choices"]
 
@@ -110,7 +110,7 @@ def model_info(runtime: Runtime) -> str:
 def build_demo(runtime: Runtime) -> gr.Blocks:
     settings = runtime.settings
     service = runtime.service
-    interval = settings.stream_interval_ms / 1000
+    pacer = Pacer(settings.stream_interval_ms / 1000)
 
     async def respond(
         message: str,
@@ -132,17 +132,19 @@ def build_demo(runtime: Runtime) -> gr.Blocks:
         try:
             started = time.monotonic()
             shown = False
-            async for batch in coalesce(service.respond(turn), interval, idle=NOTE_DELAY):
-                for event in batch:
-                    view.apply(event)
-                if not batch and shown:
-                    continue  # an idle tick with nothing new
-                if not view.text and time.monotonic() - started < NOTE_DELAY:
-                    # Text usually follows within a blink: one update instead
-                    # of two (each yield costs a round of Gradio processing).
-                    continue
-                shown = True
-                yield view.messages()
+            with pacer.streaming():
+                updates = coalesce(service.respond(turn), lambda: pacer.interval(len(view.text)), idle=NOTE_DELAY)
+                async for batch in updates:
+                    for event in batch:
+                        view.apply(event)
+                    if not batch and shown:
+                        continue  # an idle tick with nothing new
+                    if not view.text and time.monotonic() - started < NOTE_DELAY:
+                        # Text usually follows within a blink: one update instead
+                        # of two (each yield costs a round of Gradio processing).
+                        continue
+                    shown = True
+                    yield view.messages()
         except InputError as exc:
             raise gr.Error(str(exc), title="Cannot send this message", print_exception=False) from exc
         except ChatError as exc:

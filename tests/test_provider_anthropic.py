@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 
@@ -28,7 +29,7 @@ from chat.messages import ChatRequest, Message
 from chat.providers import State, build_providers
 from chat.providers.anthropic import AnthropicProvider
 from tests.wire import Script, WireServer
-from tests.wire.fixtures import sdk_env, collect, free_port, make_settings, text_of, wire  # noqa: F401
+from tests.wire.fixtures import sdk_env, collect, first_text, free_port, make_settings, merged, text_of, wire  # noqa: F401
 
 KEY = "sk-ant-test-key"
 TOKENS = ["Hel", "lo", ",", " wor", "ld", "!"]
@@ -54,7 +55,7 @@ async def test_text_streams_in_order_then_usage_then_finish(wire: WireServer, pr
     events, error = await collect(provider.stream(request()))
     assert error is None
     # input tokens from message_start, output tokens from message_delta
-    assert events == [*(TextDelta(t) for t in TOKENS), Usage(42, 6), Finish("stop")]
+    assert merged(events) == [TextDelta("".join(TOKENS)), Usage(42, 6), Finish("stop")]
 
 
 async def test_system_messages_become_the_system_parameter(wire: WireServer, provider: AnthropicProvider) -> None:
@@ -196,26 +197,54 @@ async def test_a_cut_after_the_end_marker_still_finishes(wire: WireServer, provi
     wire.enqueue(Script(tokens=TOKENS[:2], cut_at_end=True, usage=(5, 2)))
     events, error = await collect(provider.stream(request()))
     assert error is None
-    assert events == [TextDelta("Hel"), TextDelta("lo"), Usage(5, 2), Finish("stop")]
+    assert merged(events) == [TextDelta("Hello"), Usage(5, 2), Finish("stop")]
 
 
-async def test_malformed_event_keeps_the_text_already_received(wire: WireServer, provider: AnthropicProvider) -> None:
-    # anthropic 2.12 raises json.JSONDecodeError on a malformed data line of a
-    # named event; either way no text already received may be lost.
-    wire.enqueue(Script(tokens=TOKENS, malformed_after=2))
+@pytest.mark.parametrize(
+    ("script", "skipped"),
+    [(Script(tokens=TOKENS, malformed_after=2), 1), (Script(tokens=TOKENS, malformed_every=1), len(TOKENS))],
+    ids=["one-garbage-line", "garbage-after-every-token"],
+)
+async def test_malformed_lines_are_skipped_and_the_same_model_finishes(
+    wire: WireServer, provider: AnthropicProvider, script: Script, skipped: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The SDK's own parser gives up on a garbage line; ours skips it, so the
+    # model that was answering completes its answer (no fallback needed).
+    wire.enqueue(script)
+    with caplog.at_level(logging.WARNING):
+        events, error = await collect(provider.stream(request("private question text")))
+    assert error is None
+    assert merged(events)[0] == TextDelta("".join(TOKENS)) and events[-1] == Finish("stop")
+    (warning,) = [r for r in caplog.records if "malformed" in r.getMessage()]  # once per stream
+    assert warning.levelno == logging.WARNING
+    assert warning.getMessage() == "anthropic:claude-haiku-4-5: skipped " + str(skipped) + " malformed line(s) in the stream"
+    assert "private question" not in caplog.text and KEY not in caplog.text
+
+
+async def test_a_fast_upstream_is_read_in_paced_batches(wire: WireServer, provider: AnthropicProvider) -> None:
+    # Every token written on its own, 2,000 a second: reads are spaced (READ_GAP),
+    # so what arrived meanwhile comes up as one text event.
+    tokens = [f"w{i} " for i in range(400)]
+    wire.enqueue(Script(tokens=tokens, rate=2000))
     events, error = await collect(provider.stream(request()))
-    if error is None:
-        assert text_of(events) == "".join(TOKENS)
-    else:
-        assert isinstance(error, Interrupted)
-        assert error.partial_text == "Hello" == text_of(events)
+    deltas = [e for e in events if isinstance(e, TextDelta)]
+    assert error is None and text_of(events) == "".join(tokens)
+    assert len(deltas) <= len(tokens) // 4, f"{len(deltas)} text events for {len(tokens)} chunks"
+
+
+async def test_chunks_already_waiting_arrive_as_fewer_text_events(wire: WireServer, provider: AnthropicProvider) -> None:
+    tokens = [f"w{i} " for i in range(300)]
+    wire.enqueue(Script(tokens=tokens, burst=True))  # every chunk is waiting when the client reads
+    events, error = await collect(provider.stream(request()))
+    deltas = [e for e in events if isinstance(e, TextDelta)]
+    assert error is None and text_of(events) == "".join(tokens)
+    assert len(deltas) <= len(tokens) // 10, f"{len(deltas)} text events for {len(tokens)} chunks"
 
 
 async def test_closing_early_disconnects_within_a_second(wire: WireServer, provider: AnthropicProvider) -> None:
     wire.enqueue(Script(tokens=[f"t{i} " for i in range(200)], delay=0.02))
     stream = provider.stream(request())
-    got = [await anext(stream) for _ in range(3)]
-    assert got == [TextDelta("t0 "), TextDelta("t1 "), TextDelta("t2 ")]
+    assert (await first_text(stream, 9)).startswith("t0 t1 t2 ")
     closed_at = time.monotonic()
     await stream.aclose()
     record = await wire.wait_disconnect(1.0)
@@ -231,11 +260,11 @@ async def test_build_is_lazy_and_makes_no_request(wire: WireServer) -> None:
     settings = make_settings(ANTHROPIC_API_KEY=KEY, ANTHROPIC_BASE_URL=wire.url, local_model_enabled=False)
     provider = build_providers(settings, Catalogue(models=()))["anthropic"]
     assert provider.availability(MODEL).ready
-    assert provider._client is None
+    assert provider._clients.client is None
     assert wire.requests == []
     events, error = await collect(provider.stream(request("via base url")))
     assert error is None and text_of(events) == "Echo: via base url"
-    assert provider._client is not None
+    assert provider._clients.client is not None
     await provider.aclose()
 
 

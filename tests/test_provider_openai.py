@@ -5,6 +5,7 @@ The real ``openai`` SDK parses real bytes; nothing in it is patched.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 
@@ -31,7 +32,7 @@ from chat.providers import State, build_providers
 from chat.providers.errors_map import classify, retry_after
 from chat.providers.openai import OpenAIProvider
 from tests.wire import Script, WireServer
-from tests.wire.fixtures import sdk_env, collect, free_port, make_settings, text_of, wire  # noqa: F401
+from tests.wire.fixtures import sdk_env, collect, first_text, free_port, make_settings, merged, text_of, wire  # noqa: F401
 
 KEY = "sk-test-openai-key"
 TOKENS = ["Hel", "lo", ",", " wor", "ld", "!"]
@@ -55,7 +56,7 @@ async def test_text_streams_in_order_then_usage_then_finish(wire: WireServer, pr
     wire.enqueue(Script(tokens=TOKENS, usage=(21, 6)))
     events, error = await collect(provider.stream(request()))
     assert error is None
-    assert events == [*(TextDelta(t) for t in TOKENS), Usage(21, 6), Finish("stop")]
+    assert merged(events) == [TextDelta("".join(TOKENS)), Usage(21, 6), Finish("stop")]
 
 
 async def test_request_carries_messages_options_and_key(wire: WireServer, provider: OpenAIProvider) -> None:
@@ -185,7 +186,7 @@ async def test_a_cut_after_finish_reason_still_finishes(wire: WireServer, provid
     wire.enqueue(Script(tokens=TOKENS[:2], cut_at_end=True, usage=(5, 2)))
     events, error = await collect(provider.stream(request()))
     assert error is None
-    assert events == [TextDelta("Hel"), TextDelta("lo"), Usage(5, 2), Finish("stop")]
+    assert merged(events) == [TextDelta("Hello"), Usage(5, 2), Finish("stop")]
 
 
 async def test_error_chunk_before_any_text_is_not_interrupted(wire: WireServer, provider: OpenAIProvider) -> None:
@@ -194,21 +195,51 @@ async def test_error_chunk_before_any_text_is_not_interrupted(wire: WireServer, 
     assert events == [] and type(error) is Unavailable
 
 
-async def test_malformed_chunk_keeps_the_text_already_received(wire: WireServer, provider: OpenAIProvider) -> None:
-    # The SDK raises json.JSONDecodeError on a malformed data line; the adapter
-    # turns it into an interruption that keeps every token before it.
-    wire.enqueue(Script(tokens=TOKENS, malformed_after=2))
+@pytest.mark.parametrize(
+    ("script", "skipped"),
+    [(Script(tokens=TOKENS, malformed_after=2), 1), (Script(tokens=TOKENS, malformed_every=1), len(TOKENS))],
+    ids=["one-garbage-line", "garbage-after-every-token"],
+)
+async def test_malformed_lines_are_skipped_and_the_same_model_finishes(
+    wire: WireServer, provider: OpenAIProvider, script: Script, skipped: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The SDK's own parser gives up on a garbage line; ours skips it, so the
+    # model that was answering completes its answer (no fallback needed).
+    wire.enqueue(script)
+    with caplog.at_level(logging.WARNING):
+        events, error = await collect(provider.stream(request("private question text")))
+    assert error is None
+    assert merged(events)[0] == TextDelta("".join(TOKENS)) and events[-1] == Finish("stop")
+    (warning,) = [r for r in caplog.records if "malformed" in r.getMessage()]  # once per stream
+    assert warning.levelno == logging.WARNING
+    assert warning.getMessage() == "openai:gpt-4o-mini: skipped " + str(skipped) + " malformed line(s) in the stream"
+    assert "private question" not in caplog.text and KEY not in caplog.text
+
+
+async def test_a_fast_upstream_is_read_in_paced_batches(wire: WireServer, provider: OpenAIProvider) -> None:
+    # Every token written on its own, 2,000 a second: reads are spaced (READ_GAP),
+    # so what arrived meanwhile comes up as one text event.
+    tokens = [f"w{i} " for i in range(400)]
+    wire.enqueue(Script(tokens=tokens, rate=2000))
     events, error = await collect(provider.stream(request()))
-    assert isinstance(error, Interrupted)
-    assert error.partial_text == "Hello" == text_of(events)
-    assert isinstance(error.cause, ConnectionFailed)
+    deltas = [e for e in events if isinstance(e, TextDelta)]
+    assert error is None and text_of(events) == "".join(tokens)
+    assert len(deltas) <= len(tokens) // 4, f"{len(deltas)} text events for {len(tokens)} chunks"
+
+
+async def test_chunks_already_waiting_arrive_as_fewer_text_events(wire: WireServer, provider: OpenAIProvider) -> None:
+    tokens = [f"w{i} " for i in range(300)]
+    wire.enqueue(Script(tokens=tokens, burst=True))  # every chunk is waiting when the client reads
+    events, error = await collect(provider.stream(request()))
+    deltas = [e for e in events if isinstance(e, TextDelta)]
+    assert error is None and text_of(events) == "".join(tokens)
+    assert len(deltas) <= len(tokens) // 10, f"{len(deltas)} text events for {len(tokens)} chunks"
 
 
 async def test_closing_early_disconnects_within_a_second(wire: WireServer, provider: OpenAIProvider) -> None:
     wire.enqueue(Script(tokens=[f"t{i} " for i in range(200)], delay=0.02))
     stream = provider.stream(request())
-    got = [await anext(stream) for _ in range(3)]
-    assert got == [TextDelta("t0 "), TextDelta("t1 "), TextDelta("t2 ")]
+    assert (await first_text(stream, 9)).startswith("t0 t1 t2 ")
     closed_at = time.monotonic()
     await stream.aclose()
     record = await wire.wait_disconnect(1.0)
@@ -225,10 +256,10 @@ async def test_build_is_lazy_and_makes_no_request(wire: WireServer) -> None:
     providers = build_providers(settings, Catalogue(models=()))
     openai_provider = providers["openai"]
     assert openai_provider.availability("gpt-4o-mini").ready
-    assert openai_provider._client is None  # no SDK client yet
+    assert openai_provider._clients.client is None  # no SDK client yet
     assert wire.requests == []
     await collect(openai_provider.stream(request()))
-    assert openai_provider._client is not None
+    assert openai_provider._clients.client is not None
     assert len(wire.chat_requests) == 1
     await openai_provider.aclose()
 

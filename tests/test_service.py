@@ -107,8 +107,8 @@ async def test_fallback_is_rendered_as_a_note_and_the_answer_stays_whole(runtime
         view.apply(event)
     messages = view.messages()
     answer = messages[-1]
-    assert answer.content == "The answer is forty-two."
-    titles = [m.metadata.get("title", "") for m in messages[:-1]]
+    assert answer["content"] == "The answer is forty-two."
+    titles = [m["metadata"].get("title", "") for m in messages[:-1]]
     assert any("fake:a failed" in t and "rate limited" in t and "fake:b" in t for t in titles), titles
     assert any("Model B" in t for t in titles), "the note names the model that finished the answer"
 
@@ -119,12 +119,12 @@ def test_summary_and_usage_notes():
                   TextDelta("Hi"), Usage(100, 5), FallingBack("fake:a", "x", "fake:b")):
         view.apply(event)
     messages = view.messages()
-    assert messages[0].metadata["title"].startswith("📝 Earlier conversation summarized (12 messages)")
-    assert messages[0].content == "Alice chose plan B."
-    assert "Auto → fast tier" in messages[1].metadata["title"]
-    assert "100 input tokens" in messages[1].metadata["log"]
-    assert "≈ $0.00015" in messages[1].metadata["log"]  # 100 x $1/M + 5 x $10/M
-    assert messages[-1].content == "Hi"
+    assert messages[0]["metadata"]["title"].startswith("📝 Earlier conversation summarized (12 messages)")
+    assert messages[0]["content"] == "Alice chose plan B."
+    assert "Auto → fast tier" in messages[1]["metadata"]["title"]
+    assert "100 input tokens" in messages[1]["metadata"]["log"]
+    assert "≈ $0.00015" in messages[1]["metadata"]["log"]  # 100 x $1/M + 5 x $10/M
+    assert messages[-1]["content"] == "Hi"
 
 
 def test_history_from_the_browser_and_the_api_is_one_shape():
@@ -150,6 +150,6 @@ def test_a_failed_summary_leaves_no_spinner_behind():
     for event in (Summarizing(8), ContextTrimmed(8, "summarizing failed: rate limited; the oldest messages were left out"),
                   ModelSelected("fake:a", "Model A"), TextDelta("Hi")):
         view.apply(event)
-    notes = [m.metadata for m in view.messages()[:-1]]
+    notes = [m["metadata"] for m in view.messages()[:-1]]
     assert not [n for n in notes if n.get("status") == "pending"], notes
     assert any("8 oldest messages left out" in n["title"] for n in notes)

@@ -30,8 +30,10 @@ assert app.demo is not None
 import openai, anthropic
 providers = app.runtime.providers
 print("ATTEMPTS", attempts)
-print("CLIENTS", [name for name, p in providers.items()
-                  for attr in ("_client", "_clients") if getattr(p, attr, None)])
+def built(p):  # an SDK client made (LoopClient holds it once built)
+    clients = getattr(p, "_clients", None)
+    return getattr(p, "_client", None) is not None or getattr(clients, "client", None) is not None
+print("CLIENTS", [name for name, p in providers.items() if built(p)])
 """
 
 

@@ -5,12 +5,16 @@ for ``availability()`` (no network there), never an exception. Ids are
 ``ollama:<name as Ollama lists it>``; ``ollama:llama3.2`` also works and is sent
 as ``llama3.2:latest`` when that is what the server lists.
 
-Stream shape: NDJSON parts, the last with ``done: true``, ``done_reason`` and
-the token counts (the end marker: the SDK raises nothing when it never comes).
+The SDK client (host parsing, headers, ``OLLAMA_API_KEY``) lists the models;
+a chat streams through that client's own ``httpx`` connection pool, and its
+NDJSON body is decoded by ``wire.OllamaDecoder`` (the SDK builds a pydantic
+object per line and gives up on a garbage line). The last part has
+``done: true``, ``done_reason`` and the token counts (the end marker: a stream
+without it is an interruption).
 Errors that surprise (ollama 0.6.3): everything is ``ResponseError`` (an error
-line mid-stream has ``status_code == -1``); a dead host while streaming is a
-raw ``httpx.ConnectError``; listing an unreachable host raises the builtin
-``ConnectionError``; a malformed line is ``json.JSONDecodeError``.
+line mid-stream has no status); a dead host while streaming is a raw
+``httpx.ConnectError``; listing an unreachable host raises the builtin
+``ConnectionError``.
 """
 
 from __future__ import annotations
@@ -26,10 +30,12 @@ import ollama
 from ..catalogue import ModelSpec
 from ..config import Settings
 from ..errors import ProviderError
-from ..events import Event, Finish, TextDelta, Usage
+from ..events import Event, Finish
 from ..messages import ChatRequest
-from .base import Availability, State, guard_stream
+from .base import Availability, LoopClient, State, guard_stream
+from .body import read_text
 from .errors_map import clean, make_error, public_url, transport_error, unexpected_error
+from .wire import OllamaDecoder
 
 __all__ = ["OllamaProvider"]
 
@@ -40,8 +46,7 @@ class OllamaProvider:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._host = settings.ollama_host
-        self._client: ollama.AsyncClient | None = None
-        self._client_loop: asyncio.AbstractEventLoop | None = None
+        self._clients = LoopClient(self._new_client, ollama.AsyncClient.close)
         self._models: list[str] = []  # names from the last successful discovery
         self._state = Availability.ok()
 
@@ -58,7 +63,7 @@ class OllamaProvider:
         try:
             # A small bound of our own: the client's read timeout is sized for generation.
             async with asyncio.timeout(s.connect_timeout * 2):
-                listing = await self._get_client().list()
+                listing = await (await self._clients.get()).list()
         except (OSError, TimeoutError, httpx.HTTPError, ollama.ResponseError, ValueError) as exc:
             # OSError covers the SDK's ConnectionError; ValueError a garbled body.
             detail = f"{public_url(self._host)}: {_why(exc)}"
@@ -83,34 +88,26 @@ class OllamaProvider:
         """The server's version (a live call), for /health; raises ``ProviderError``."""
         with self._errors(self.name):
             # ollama 0.6 has no call for /api/version; its client is httpx underneath.
-            response = await self._get_client()._client.get("/api/version")
+            response = await (await self._clients.get())._client.get("/api/version")
             if response.status_code != 200:
                 raise make_error(response.status_code, clean(response.text[:200]), model=self.name)
             version = response.json().get("version", "?")
         return f"version {version}"
 
     async def aclose(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.close()
+        await self._clients.aclose()
 
     def stream(self, request: ChatRequest) -> AsyncIterator[Event]:
         return guard_stream(self._raw(request), f"{self.name}:{request.model}")
 
-    def _get_client(self) -> ollama.AsyncClient:
-        loop = asyncio.get_running_loop()
-        if self._client is None or self._client_loop is not loop:
-            # Pooled connections belong to the event loop that opened them: a
-            # caller on another loop (a test, a start-up refresh) gets its own client.
-            s = self._settings
-            self._client = ollama.AsyncClient(
-                host=self._host,
-                # The router enforces first-token and stall timeouts; the read
-                # timeout is only a backstop (the SDK's default is none at all).
-                timeout=httpx.Timeout(s.first_token_timeout + s.stall_timeout, connect=s.connect_timeout),
-            )
-            self._client_loop = loop
-        return self._client
+    def _new_client(self) -> ollama.AsyncClient:
+        s = self._settings
+        return ollama.AsyncClient(
+            host=self._host,
+            # The router enforces first-token and stall timeouts; the read
+            # timeout is only a backstop (the SDK's default is none at all).
+            timeout=httpx.Timeout(s.first_token_timeout + s.stall_timeout, connect=s.connect_timeout),
+        )
 
     def _model_name(self, model: str) -> str:
         if model not in self._models and f"{model}:latest" in self._models:
@@ -127,33 +124,29 @@ class OllamaProvider:
         # Ollama's default context (2k–4k) would silently cut what we planned
         # for CHAT_OLLAMA_CONTEXT_WINDOW.
         options["num_ctx"] = self._settings.ollama_context_window
-        usage: Usage | None = None
-        reason: str | None = None
+        body = {
+            "model": self._model_name(request.model),
+            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "stream": True,
+            "options": options,
+        }
+        decoder = OllamaDecoder(model_id)
         with self._errors(model_id):
-            parts = await self._get_client().chat(
-                model=self._model_name(request.model),
-                messages=[{"role": m.role, "content": m.content} for m in request.messages],
-                stream=True,
-                options=options or None,
-            )
-            async with contextlib.aclosing(parts):
-                try:
-                    async for part in parts:
-                        if part.message is not None and part.message.content:
-                            yield TextDelta(part.message.content)
-                        if part.done:
-                            reason = part.done_reason or "stop"
-                            usage = Usage(part.prompt_eval_count, part.eval_count)
-                except Exception:
-                    # After done:true the answer is complete: a connection dropped
-                    # before the body's last byte changes nothing.
-                    if reason is None:
-                        raise
-        if reason is None:
-            return  # no end marker: guard_stream reports the interruption
-        if usage is not None:
-            yield usage
-        yield Finish(reason)
+            client = await self._clients.get()
+            # The SDK's own httpx client: its base URL, headers and key.
+            async with client._client.stream("POST", "/api/chat", json=body) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise ollama.ResponseError(response.text, response.status_code)
+                network = response.extensions.get("network_stream")
+                async with contextlib.aclosing(read_text(response.aiter_bytes(), decoder, network)) as texts:
+                    async for delta in texts:
+                        yield delta
+        if decoder.finish is None:
+            return  # no done:true line: guard_stream reports the interruption
+        if decoder.usage is not None:
+            yield decoder.usage
+        yield Finish(decoder.finish)
 
     @contextlib.contextmanager
     def _errors(self, model_id: str) -> Iterator[None]:
@@ -164,7 +157,7 @@ class OllamaProvider:
         except ProviderError:
             raise
         except ollama.ResponseError as exc:
-            status = exc.status_code if exc.status_code > 0 else None  # -1: an error line mid-stream
+            status = exc.status_code if exc.status_code > 0 else None
             raise make_error(status, clean(exc.error), model=model_id) from exc
         except Exception as exc:
             error = transport_error(exc, where=where, model=model_id)

@@ -47,6 +47,10 @@ change what happens (token counts N refer to that token list)::
     [[delay:0.05]]        0.05 s before every token
     [[tokens:200]]        reply with 200 tokens "w0 ", "w1 ", … instead of the echo
     [[finish:length]]     the provider's stop reason (e.g. length, max_tokens)
+    [[malformed-every:5]] a malformed line after every 5 tokens (the answer goes on)
+    [[rate:500]]          500 tokens per second, paced against the clock from the first
+                          token (with [[stall:0.1]]: first token after 100 ms)
+    [[burst]]             the whole body in one write, so the client finds it all waiting
 
 Any of them can be scoped to one model with ``@name`` (the model as the request
 names it; ``llama3.2`` also matches ``llama3.2:latest``), so one message can make

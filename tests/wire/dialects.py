@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +43,10 @@ class Script:
     delay           seconds before each token
     finish_reason   the dialect's own stop reason (default: its usual "stop")
     usage           (input_tokens, output_tokens); default (words in prompt, len(tokens))
+    malformed_every one malformed line after every N tokens (several garbage lines)
+    rate            tokens per second, paced against the clock from the first token
+                    (a late token does not delay the next ones)
+    burst           the whole body in one write: the client finds every chunk waiting
     """
 
     tokens: list[str] | None = None
@@ -59,6 +64,9 @@ class Script:
     delay: float = 0.0
     finish_reason: str | None = None
     usage: tuple[int, int] | None = None
+    malformed_every: int | None = None
+    rate: float = 0.0
+    burst: bool = False
 
 
 # ``[[name]]``, ``[[name:args]]``, and either scoped to one model: ``[[name:args@model]]``.
@@ -115,6 +123,13 @@ def parse_magic(text: str, model: str | None = None, conversation: tuple[str, ..
             script.tokens = [f"w{i} " for i in range(int(args[0]))]
         elif name == "finish":
             script.finish_reason = args[0]
+        # -- pacing and bulk (streaming hot path) --
+        elif name == "malformed-every":
+            script.malformed_every = int(args[0])
+        elif name == "rate":
+            script.rate = float(args[0])
+        elif name == "burst":
+            script.burst = True
     return script
 
 
@@ -151,6 +166,8 @@ def _sse(data: Any, event: str | None = None) -> bytes:
 
 async def _play(ex: Exchange, script: Script, tokens: list[str], dialect: Dialect, body: dict[str, Any]) -> None:
     """Stream ``tokens`` in the dialect, firing the scripted failure before token N."""
+    ex = _Burst(ex) if script.burst else ex  # type: ignore[assignment]
+    first: float | None = None
     for index in range(len(tokens) + 1):
         if script.stall and index == script.stall_after:
             await ex.pause(script.stall)
@@ -161,12 +178,17 @@ async def _play(ex: Exchange, script: Script, tokens: list[str], dialect: Dialec
         if index == script.cut_after:
             await ex.cut()
             return
-        if index == script.malformed_after:
+        if index == script.malformed_after or (script.malformed_every and index and index % script.malformed_every == 0):
             await ex.chunk(dialect.malformed())
         if index == len(tokens):
             break
         if script.delay:
             await ex.pause(script.delay)
+        if script.rate:
+            if first is None:
+                first = time.monotonic()
+            if (wait := first + index / script.rate - time.monotonic()) > 0:
+                await ex.pause(wait)
         await ex.chunk(dialect.token(tokens[index], body))
     usage = script.usage or (dialect.prompt_words(body), len(tokens))
     await ex.chunk(dialect.end(script, body, usage))
@@ -174,6 +196,32 @@ async def _play(ex: Exchange, script: Script, tokens: list[str], dialect: Dialec
         await ex.cut()
     else:
         await ex.end()
+
+
+class _Burst:
+    """An ``Exchange`` that holds the body's chunks and writes them all with one socket write."""
+
+    def __init__(self, ex: Exchange) -> None:
+        self._ex = ex
+        self._held: list[bytes] = []
+
+    async def chunk(self, data: bytes) -> None:
+        self._held.append(data)
+
+    async def pause(self, seconds: float) -> None:
+        await self._ex.pause(seconds)
+
+    async def _flush(self) -> None:
+        held, self._held = self._held, []
+        await self._ex.chunks(held)
+
+    async def end(self) -> None:
+        await self._flush()
+        await self._ex.end()
+
+    async def cut(self) -> None:
+        await self._flush()
+        await self._ex.cut()
 
 
 class Dialect:

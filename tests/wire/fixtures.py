@@ -74,3 +74,29 @@ def text_of(events: list[Any]) -> str:
     from chat.events import TextDelta
 
     return "".join(e.text for e in events if isinstance(e, TextDelta))
+
+
+def merged(events: list[Any]) -> list[Any]:
+    """``events`` with adjacent text deltas joined: what a stream says,
+    whatever network reads its text arrived in (adapters yield one delta per read)."""
+    from chat.events import TextDelta
+
+    out: list[Any] = []
+    for event in events:
+        if isinstance(event, TextDelta) and out and isinstance(out[-1], TextDelta):
+            out[-1] = TextDelta(out[-1].text + event.text)
+        else:
+            out.append(event)
+    return out
+
+
+async def first_text(stream: Any, length: int) -> str:
+    """Read ``stream`` until at least ``length`` characters of text came."""
+    from chat.events import TextDelta
+
+    text = ""
+    while len(text) < length:
+        event = await anext(stream)
+        if isinstance(event, TextDelta):
+            text += event.text
+    return text

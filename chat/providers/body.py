@@ -1,0 +1,119 @@
+"""Reading a streamed response body: one text event per socket read.
+
+The adapters hand ``read_text`` the body's byte chunks (as the SDK's HTTP
+client yields them, one per HTTP chunk), a ``wire`` decoder for the format,
+and the connection's network stream; it yields the answer's text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import AsyncIterator
+from contextlib import aclosing, suppress
+
+from ..events import TextDelta
+from ..streaming import coalesce
+from .wire import Decoder
+
+__all__ = ["READ_GAP", "read_text"]
+
+log = logging.getLogger(__name__)
+
+# Once text flows, a socket read starts at least this long after the previous
+# one returned (see _PacedReads). The first text is never held back; later text
+# is at most this much later, far below what the page shows (it updates every
+# CHAT_STREAM_INTERVAL_MS at best).
+READ_GAP = 0.01
+# After the end marker, how long the rest of a body may take (the terminating
+# chunk, usually already here) so an HTTP/1.1 connection can be reused.
+_DRAIN_SECONDS = 0.1
+
+
+async def read_text(
+    chunks: AsyncIterator[bytes], decoder: Decoder, network: object | None = None
+) -> AsyncIterator[TextDelta]:
+    """The text of a response body: one ``TextDelta`` per socket read.
+
+    ``chunks`` (the body) is read in a task of its own (``coalesce``): the HTTP
+    chunks that one socket read brought (or that arrived while the consumer
+    was busy) are decoded at once and passed up as one delta. ``network`` is the
+    response's ``network_stream`` extension, if any: its reads are paced
+    (``_PacedReads``). Raises the decoder's in-stream error after the text that
+    preceded it. Once the end marker came the answer is complete: a failure
+    reading the rest of the body changes nothing. Skipped malformed lines are
+    logged once, at the end (model id and count only: no request content, no key).
+    """
+    try:
+        with _PacedReads(network, decoder):
+            async with aclosing(coalesce(chunks, 0.0)) as batches:
+                try:
+                    async for batch in batches:
+                        if text := decoder.feed(batch[0] if len(batch) == 1 else b"".join(batch)):
+                            yield TextDelta(text)
+                        if decoder.error is not None:
+                            raise decoder.error
+                        if decoder.done:
+                            break
+                    else:
+                        if text := decoder.close():
+                            yield TextDelta(text)
+                        if decoder.error is not None:
+                            raise decoder.error
+                except Exception:
+                    if decoder.finish is None:
+                        raise
+                    return
+                if decoder.done:
+                    with suppress(Exception):
+                        async with asyncio.timeout(_DRAIN_SECONDS):
+                            async for _ in batches:
+                                pass
+    finally:
+        if decoder.malformed:
+            log.warning("%s: skipped %d malformed line(s) in the stream", decoder.model_id, decoder.malformed)
+
+
+class _PacedReads:
+    """Spaces the socket reads of one HTTP/1.1 connection while its body streams.
+
+    Each socket read costs ~40 µs in httpcore and anyio (a timeout scope,
+    epoll registration, a task wake-up), and an upstream that writes every
+    token on its own would cost one read per token. httpcore hands the
+    connection's stream out as the response's ``network_stream`` extension
+    (public, meant for upgraded connections); for the duration of one body its
+    ``read`` is wrapped so that, once text has arrived, a read starts at least
+    ``READ_GAP`` after the previous one returned. What the upstream sends
+    meanwhile waits in the socket buffer and comes back in one read. The
+    wrapper is removed before the connection goes back to the pool. Without
+    that extension (HTTP/2, a transport without sockets) reads are not paced.
+    """
+
+    def __init__(self, network: object | None, decoder: Decoder) -> None:
+        self._network = network
+        self._decoder = decoder
+        self._read = getattr(network, "read", None)
+        self._last = 0.0
+
+    def __enter__(self) -> None:
+        if self._read is None or not inspect.iscoroutinefunction(self._read):
+            self._network = None
+            return
+        try:
+            self._network.read = self._paced  # type: ignore[union-attr]
+        except AttributeError:  # a stream that does not allow it: unpaced
+            self._network = None
+
+    def __exit__(self, *exc: object) -> None:
+        if self._network is not None and vars(self._network).get("read") == self._paced:
+            del self._network.read  # type: ignore[attr-defined]
+
+    async def _paced(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        loop = asyncio.get_running_loop()
+        if self._decoder.streamed and (wait := self._last + READ_GAP - loop.time()) > 0:
+            await asyncio.sleep(wait)
+        try:
+            return await self._read(max_bytes, timeout)  # type: ignore[misc]
+        finally:
+            self._last = loop.time()
