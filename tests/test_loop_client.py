@@ -104,6 +104,7 @@ async def test_streamed_answers_reuse_one_keepalive_connection(keepalive: Thread
 def test_a_client_left_on_a_finished_loop_is_closed_with_that_loop(keepalive: ThreadingHTTPServer) -> None:
     # e.g. the start-up discovery thread's asyncio.run, then the server's loop.
     provider = provider_for(keepalive)
+    gc.collect()  # garbage left by earlier tests (e.g. their event loops) is not this test's
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         events, error = asyncio.run(collect(provider.stream(REQUEST)))
