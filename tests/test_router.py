@@ -15,7 +15,7 @@ import pytest
 
 from chat.catalogue import Catalogue, ModelSpec
 from chat.config import Settings
-from chat.continuation import CONTINUE_INSTRUCTION, Seam, strip_overlap
+from chat.continuation import Seam, continue_instruction, strip_overlap
 from chat.errors import (
     AllModelsFailed,
     AuthenticationFailed,
@@ -505,7 +505,7 @@ async def test_mid_stream_interruption_is_continued_without_duplicates(clock, a,
     assert b.calls[0].messages == (
         *history,
         Message("assistant", "The capital of France is"),
-        Message("user", CONTINUE_INSTRUCTION),
+        Message("user", continue_instruction("The capital of France is")),
     )
 
 
@@ -551,7 +551,8 @@ def test_strip_overlap_cases():
     assert strip_overlap("It is rain", "ing today") == "ing today"  # too short, not whole words
     assert strip_overlap("abc Hello world", "Hello world again") == " again"
     assert strip_overlap("A whole answer.", "A whole answer. More.") == " More."
-    assert strip_overlap("no overlap here", "Something else") == "Something else"
+    assert strip_overlap("no overlap here", "Something else") == " Something else"  # not glued
+    assert strip_overlap("no overlap here ", "Something else") == "Something else"
 
 
 def test_seam_holds_back_only_while_a_repeat_is_possible():
@@ -749,7 +750,7 @@ async def test_wire_cut_after_ten_tokens_is_continued(servers):
     assert of_type(events, FallingBack)[0].continuing
     sent = f_server.chat_requests[0].body["messages"]
     assert sent[-2] == {"role": "assistant", "content": "".join(words(10))}
-    assert sent[-1] == {"role": "user", "content": CONTINUE_INSTRUCTION}
+    assert sent[-1] == {"role": "user", "content": continue_instruction("".join(words(10)))}
 
 
 async def test_wire_first_token_stall_falls_back_and_disconnects(servers):
