@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     retry_base_delay: float = Field(0.5, ge=0)
     retry_max_delay: float = Field(4.0, ge=0)
     cooldown_seconds: float = Field(60.0, ge=0)
+    # Longest bench a provider's Retry-After can ask for (inf, a date years ahead...).
+    max_cooldown: float = Field(600.0, ge=1, allow_inf_nan=False)
     fallback_depth: int = Field(4, ge=1)
 
     # -- context management --------------------------------------------------
