@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     local_warmup: bool = True
     # A 135M model loops easily; a mild penalty keeps long answers readable.
     local_repeat_penalty: float = Field(1.1, ge=1.0, le=2.0)
+    # Longest answer of the embedded model, whatever the request asks (it rambles past this).
+    local_max_output_tokens: int = Field(512, ge=1)
 
     # -- requests ------------------------------------------------------------
     system_prompt: str = "You are a helpful assistant."

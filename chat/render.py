@@ -108,6 +108,11 @@ class AnswerView:
                         "title": "✂️ The answer reached the max output tokens",
                         "content": "Raise “Max output tokens” in the settings for longer answers.",
                     })
+                elif reason == "loop":
+                    self._notes.append({
+                        "title": "🔁 Stopped: the model was repeating itself",
+                        "content": "The answer ends where it started to loop. Ask again, or pick another model.",
+                    })
 
     def _cost(self) -> float | None:
         """USD for this call from the catalogue's prices, when both are known."""

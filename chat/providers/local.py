@@ -15,6 +15,20 @@ turn of a conversation ~40x faster to its first token — but only on the
 instance that holds that prefix. Each instance remembers the messages it last
 served, and a request goes to the free instance sharing the longest message
 prefix with it.
+
+When every instance is busy, requests wait in one first-come-first-served
+queue: a freed instance is handed straight to the request at its head (a
+newcomer cannot take it first), and each waiting request reports its place
+(``Progress``: "2 requests ahead of yours"). A request that leaves the queue
+(Stop, or the router gave up and fell back) is simply removed from it.
+
+Answers are capped at ``CHAT_LOCAL_MAX_OUTPUT_TOKENS``, sampled with a
+repetition penalty, and watched by a ``LoopGuard``: an answer that starts
+repeating itself ends there (``Finish("loop")``).
+
+Hot reload (``gradio app.py``) re-runs the app with fresh modules: pass the
+same ``kept`` dict every time and a new provider takes over the loaded (and
+warm) instances of the previous one instead of loading another copy.
 """
 
 from __future__ import annotations
@@ -26,7 +40,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +52,7 @@ from ..errors import ContextLengthExceeded, InvalidRequest, ModelNotFound, Provi
 from ..events import Event, Finish, Progress, TextDelta, Usage
 from ..messages import ChatRequest, Message
 from .base import Availability, State, guard_stream
+from .loops import LoopGuard
 
 __all__ = ["LocalProvider", "find_gguf"]
 
@@ -75,11 +91,36 @@ class _Slot:
     last_used: float = 0.0
 
 
+@dataclass(eq=False)
+class _Waiter:
+    """A request queued for an instance; its future gets the instance handed over."""
+
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[_Slot]
+
+
+def _llama(path: str, n_ctx: int, threads: int) -> object:
+    from llama_cpp import Llama
+
+    return Llama(model_path=path, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, verbose=False)
+
+
 class LocalProvider:
     name = "local"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        kept: dict[str, object] | None = None,
+        llama_factory: Callable[[str, int, int], object] = _llama,
+    ) -> None:
+        """``kept``: a dict that outlives hot reloads (see the module docstring).
+        ``llama_factory(path, n_ctx, threads)`` builds one instance (tests
+        pass a scripted stand-in)."""
         self._settings = settings
+        self._kept = kept
+        self._llama_factory = llama_factory
         self._size = settings.local_pool_size
         self._threads = settings.local_threads or max(1, (os.cpu_count() or 1) // self._size)
         self._slots = [_Slot(i) for i in range(self._size)]
@@ -88,7 +129,10 @@ class LocalProvider:
         self._load_error: Exception | None = None
         self._loader: threading.Thread | None = None
         self._pool_lock = threading.Lock()
-        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+        self._queue: deque[_Waiter] = deque()
+        self._retired = False
+        self.model_key: tuple[object, ...] | None = None
+        self.warmed_up = False
         self.model_path: Path | None = None
         self.n_ctx: int | None = None
         self.load_seconds: float | None = None
@@ -113,24 +157,22 @@ class LocalProvider:
 
     def _load(self) -> None:
         try:
-            from llama_cpp import Llama
-
             path = self._settings.local_model_path or find_gguf()
             self.model_path = Path(path)
+            self.model_key = (str(path), self._settings.local_n_ctx, self._size, self._threads)
             started = time.perf_counter()
-            for slot in self._slots:
-                slot.llm = Llama(
-                    model_path=str(path),
-                    n_ctx=self._settings.local_n_ctx,  # 0: the GGUF's own context
-                    n_threads=self._threads,
-                    n_threads_batch=self._threads,
-                    verbose=False,
+            llms = self._take_over()
+            for slot, llm in zip(self._slots, llms or [None] * self._size):
+                slot.llm = llm if llm is not None else self._llama_factory(
+                    str(path), self._settings.local_n_ctx, self._threads  # n_ctx 0: the GGUF's own
                 )
                 slot.executor = ThreadPoolExecutor(1, thread_name_prefix=f"local-model-{slot.index}")
                 _install_abort_callback(slot)
             self.load_seconds = time.perf_counter() - started
             self.n_ctx = self._slots[0].llm.n_ctx()  # type: ignore[attr-defined]
-            if self._settings.local_warmup:
+            if llms:
+                self.warmed_up = True  # taken over warm from the previous provider
+            elif self._settings.local_warmup:
                 # The first generation after load is several times slower.
                 for slot in self._slots:
                     for _ in slot.llm.create_chat_completion(  # type: ignore[attr-defined]
@@ -138,13 +180,54 @@ class LocalProvider:
                     ):
                         pass
                     slot.llm.reset()  # type: ignore[attr-defined]
-            log.info("local model loaded: %d instance(s), %d thread(s) each, %.2fs",
-                     self._size, self._threads, self.load_seconds)
+                self.warmed_up = True
+            log.info("local model %s: %d instance(s), %d thread(s) each, %.2fs%s",
+                     "taken over" if llms else "loaded", self._size, self._threads, self.load_seconds,
+                     ", warmed up" if self.warmed_up else "")
         except Exception as exc:  # reported to users through availability/stream
             log.exception("local model failed to load")
             self._load_error = exc
         finally:
             self._loaded.set()
+
+    def _take_over(self) -> list[object] | None:
+        """The instances of the provider this one replaces (hot reload), if compatible."""
+        if self._kept is None:
+            return None
+        # Registered before loading, so a successor started meanwhile waits for
+        # this load (hand_over) instead of loading a copy of its own.
+        previous, self._kept["local"] = self._kept.get("local"), self
+        if previous is None or previous is self or not hasattr(previous, "hand_over"):
+            return None
+        llms = previous.hand_over()
+        if llms and getattr(previous, "model_key", None) == self.model_key:
+            return llms
+        for llm in llms or ():
+            getattr(llm, "close", lambda: None)()  # other settings: free the old copy now
+        return None
+
+    def hand_over(self) -> list[object] | None:
+        """Retire this provider and give up its loaded instances (to its successor).
+
+        Waits for its load to finish, stops its generations, fails its queued
+        requests, and returns the instances (None if it never loaded).
+        """
+        self._loaded.wait()
+        with self._pool_lock:
+            self._retired = True
+            waiters, self._queue = list(self._queue), deque()
+        for waiter in waiters:
+            _call_soon(waiter.loop, _fail, waiter.future, Unavailable("the app was reloaded; send the message again"))
+        for slot in self._slots:
+            slot.stop.set()
+            if slot.executor is not None:
+                slot.executor.shutdown(wait=True, cancel_futures=True)
+        if self._load_error is not None:
+            return None
+        llms = [slot.llm for slot in self._slots]
+        for slot in self._slots:
+            slot.llm = None
+        return llms if all(llm is not None for llm in llms) else None
 
     async def aclose(self) -> None:
         for slot in self._slots:
@@ -178,20 +261,25 @@ class LocalProvider:
             raise Unavailable(f"the embedded model failed to load: {self._load_error}")
 
         heartbeat = min(5.0, self._settings.first_token_timeout / 3)
-        acquiring = asyncio.ensure_future(self._acquire(request.messages))
-        try:
-            # In-process work cannot hang silently the way a network peer can:
-            # while we wait for an instance, or its worker reads the prompt, we
-            # are making progress, and say so (the router's first-token clock
-            # would otherwise count queueing and prompt reading as a stall).
-            while not (await asyncio.wait({acquiring}, timeout=heartbeat))[0]:
-                yield Progress("waiting for a free instance of the embedded model")
-        except BaseException:
-            acquiring.cancel()
-            if acquiring.done() and not acquiring.cancelled():
-                self._release(acquiring.result())  # acquired just as we were stopped
-            raise
-        slot = acquiring.result()
+        slot = self._try_acquire(request.messages)
+        if slot is None:
+            waiter = self._enqueue()
+            try:
+                # In-process work cannot hang silently the way a network peer
+                # can: while we wait in the queue we are making progress, and
+                # say so, with our place in the line (at once, whenever it
+                # changes, and as a heartbeat).
+                told: tuple[int, float] | None = None
+                while not (await asyncio.wait({waiter.future}, timeout=min(0.25, heartbeat)))[0]:
+                    ahead = self._ahead(waiter)
+                    now = time.monotonic()
+                    if told is None or ahead != told[0] or now - told[1] >= heartbeat:
+                        told = (ahead, now)
+                        yield Progress(_place(ahead))
+            except BaseException:
+                self._leave(waiter)
+                raise
+            slot = waiter.future.result()
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()
         # A fresh flag per generation: the previous consumer of this slot may
@@ -199,6 +287,7 @@ class LocalProvider:
         stop = slot.stop = threading.Event()
         loop.run_in_executor(slot.executor, self._generate, slot, request, loop, queue, stop)
         answer: list[str] = []
+        guard = LoopGuard()
         try:
             while True:
                 if answer:  # streaming: no heartbeat needed (and no timer per token)
@@ -214,30 +303,85 @@ class LocalProvider:
                 if isinstance(item, BaseException):
                     raise item
                 if isinstance(item, TextDelta):
-                    answer.append(item.text)
+                    shown = guard.feed(item.text)
+                    if shown:
+                        answer.append(shown)
+                        yield TextDelta(shown)
+                    if guard.looping:
+                        log.info("local model: an answer repeating itself was stopped")
+                        yield Finish("loop")
+                        return
+                    continue
+                if isinstance(item, Finish) and (held := guard.flush()):
+                    answer.append(held)
+                    yield TextDelta(held)
+                if isinstance(item, Finish) and guard.looping:
+                    yield Finish("loop")
+                    return
                 yield item  # type: ignore[misc]
         finally:
             # Stop, an error or a consumer that went away: halt the worker now.
             stop.set()
             slot.served = tuple(request.messages) + (Message("assistant", "".join(answer)),)
 
-    # -- pool --------------------------------------------------------------------
+    # -- pool: one first-come-first-served queue ------------------------------------
 
-    async def _acquire(self, messages: Sequence[Message]) -> _Slot:
+    def _try_acquire(self, messages: Sequence[Message]) -> _Slot | None:
+        """A free instance right now, unless others are already waiting for one."""
+        with self._pool_lock:
+            if self._retired:
+                raise Unavailable("the app was reloaded; send the message again")
+            free = [s for s in self._slots if not s.busy]
+            if not free or self._queue:
+                return None
+            # Most shared messages first; on a tie, the least recently used
+            # instance, so a valuable cached prefix is not evicted.
+            slot = max(free, key=lambda s: (_shared_prefix(s.served, messages), -s.last_used))
+            slot.busy = True
+            slot.last_used = time.monotonic()
+            return slot
+
+    def _enqueue(self) -> _Waiter:
         loop = asyncio.get_running_loop()
-        while True:
-            with self._pool_lock:
-                free = [s for s in self._slots if not s.busy]
-                if free:
-                    # Most shared messages first; on a tie, the least recently
-                    # used instance, so a valuable cached prefix is not evicted.
-                    slot = max(free, key=lambda s: (_shared_prefix(s.served, messages), -s.last_used))
-                    slot.busy = True
-                    slot.last_used = time.monotonic()
-                    return slot
-                wakeup = asyncio.Event()
-                self._waiters.append((loop, wakeup))
-            await wakeup.wait()
+        waiter = _Waiter(loop, loop.create_future())
+        with self._pool_lock:
+            free = next((s for s in self._slots if not s.busy), None)
+            if free is not None and not self._queue:  # freed meanwhile
+                free.busy = True
+                free.last_used = time.monotonic()
+                waiter.future.set_result(free)
+            else:
+                self._queue.append(waiter)
+        return waiter
+
+    def _ahead(self, waiter: _Waiter) -> int:
+        with self._pool_lock:
+            try:
+                return self._queue.index(waiter)
+            except ValueError:
+                return 0  # being handed an instance right now
+
+    def _leave(self, waiter: _Waiter) -> None:
+        """The request stopped waiting (Stop, timed out): out of the line, and an
+        instance already handed to it goes on to the next."""
+        with self._pool_lock:
+            try:
+                self._queue.remove(waiter)
+            except ValueError:
+                pass
+        future = waiter.future
+        if future.done():
+            if not future.cancelled() and future.exception() is None:
+                self._release(future.result())
+        else:
+            future.cancel()  # a hand-over on its way sees this and passes the instance on
+
+    def _deliver(self, waiter: _Waiter, slot: _Slot) -> None:
+        """On the waiter's loop: hand ``slot`` over, or pass it on if it left."""
+        if waiter.future.done():
+            self._release(slot)
+        else:
+            waiter.future.set_result(slot)
 
     def _set_threads(self, slot: _Slot) -> None:
         """Auto threads: the cores shared among the generations running now.
@@ -258,17 +402,22 @@ class LocalProvider:
             log.debug("llama_set_n_threads unavailable", exc_info=True)
 
     def _release(self, slot: _Slot) -> None:
-        """Called by the worker thread once it no longer touches ``slot.llm``."""
-        with self._pool_lock:
-            slot.busy = False
-            waiters, self._waiters = self._waiters, []
-        for loop, wakeup in waiters:
+        """Free ``slot``: hand it to the first waiting request, else mark it free.
+
+        Called by the worker thread once it no longer touches ``slot.llm``, and
+        on a waiter's loop when a hand-over found the waiter gone.
+        """
+        while True:
+            with self._pool_lock:
+                waiter = self._queue.popleft() if self._queue and not self._retired else None
+                if waiter is None:
+                    slot.busy = False
+                    return
+                slot.last_used = time.monotonic()
             # Waiters may live on several event loops (tests); a closed one has
-            # nobody left waiting.
-            try:
-                loop.call_soon_threadsafe(wakeup.set)
-            except RuntimeError:
-                pass
+            # nobody left waiting, so the instance goes to the next in line.
+            if _call_soon(waiter.loop, self._deliver, waiter, slot):
+                return
 
     # -- worker thread -------------------------------------------------------------
 
@@ -284,10 +433,11 @@ class LocalProvider:
             if stop.is_set():
                 return
             self._set_threads(slot)
+            cap = self._settings.local_max_output_tokens
             chunks = llm.create_chat_completion(  # type: ignore[attr-defined]
                 [{"role": m.role, "content": m.content} for m in request.messages],
                 temperature=request.temperature if request.temperature is not None else 0.7,
-                max_tokens=request.max_tokens,
+                max_tokens=min(request.max_tokens or cap, cap),
                 repeat_penalty=self._settings.local_repeat_penalty,
                 stream=True,
             )
@@ -319,6 +469,25 @@ class LocalProvider:
                 put(_DONE)
             except RuntimeError:  # the loop closed while we were finishing
                 pass
+
+
+def _place(ahead: int) -> str:
+    if ahead <= 0:
+        return "waiting for the embedded model: yours is next"
+    return f"waiting for the embedded model: {ahead} request{'s' if ahead > 1 else ''} ahead of yours"
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[..., object], *args: object) -> bool:
+    try:
+        loop.call_soon_threadsafe(callback, *args)
+        return True
+    except RuntimeError:  # the loop is closed
+        return False
+
+
+def _fail(future: asyncio.Future[_Slot], error: BaseException) -> None:
+    if not future.done():
+        future.set_exception(error)
 
 
 def _shared_prefix(a: Sequence[Message], b: Sequence[Message]) -> int:
