@@ -145,7 +145,7 @@ def parse_magic(text: str, model: str | None = None, conversation: tuple[str, ..
 
 # -- continuation requests (a router asking to continue a cut answer) ----------------
 
-_TAIL = re.compile(r"<tail>(.*)</tail>", re.S)
+_TAIL = re.compile(r"<tail>(.*?)</tail>", re.S)
 _PIECE = re.compile(r"\S+\s*|\s+")
 
 
@@ -157,10 +157,10 @@ def continuation_parts(messages: list[Any]) -> tuple[str, str, str] | None:
     texts = [(role, text) for role, text in texts if role in ("user", "assistant")]
     if len(texts) < 3 or texts[-1][0] != "user" or texts[-2][0] != "assistant" or texts[-3][0] != "user":
         return None
-    found = _TAIL.search(texts[-1][1])
-    if found is None:
+    found = _TAIL.findall(texts[-1][1])  # the last pair: the instruction may name the tags first
+    if not found:
         return None
-    return texts[-3][1], texts[-2][1], found.group(1)
+    return texts[-3][1], texts[-2][1], found[-1]
 
 
 def continuation_tokens(style: str, answer: str, partial: str, tail: str) -> list[str] | None:
