@@ -12,7 +12,8 @@
   chose that model; at most ``fallback_depth`` models are called.
 - **Errors decide.** An error whose ``fallback`` is false (invalid request,
   content filter) reaches the caller as it is; so does a context-length error
-  before any text (context management compacts and retries). Others move on to
+  before any text (context management compacts and retries, then asks again
+  with ``skip`` naming the model that still refused). Others move on to
   the next ready candidate with a ``FallingBack`` notice. Only when no other
   model is ready may a ``retry`` error be retried on the same model, after an
   exponential backoff with jitter that honours ``retry_after`` (capped by

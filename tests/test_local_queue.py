@@ -138,11 +138,12 @@ async def test_waiters_are_served_in_arrival_order_and_told_their_place(pool):
     assert places(logs["C"])[0] == "waiting for the embedded model: 1 request ahead of yours"
     assert places(logs["D"])[0] == "waiting for the embedded model: 2 requests ahead of yours"
 
-    # The instance is freed while the loop is busy; a newcomer arrives in that
-    # very moment. It must queue behind the others, not take the instance.
+    # A newcomer arrives just as the instance is freed (the event loop is busy
+    # while the worker releases it). It must queue behind B, C and D, not take
+    # the instance before the request at the head of the line wakes up.
+    late = asyncio.create_task(consume(provider.stream(ask("E answer")), "E", served))
     pool.gates["A"].set()
     time.sleep(0.3)  # blocks the event loop: the worker releases the instance meanwhile
-    late = asyncio.create_task(consume(provider.stream(ask("E answer")), "E", served))
     await asyncio.wait_for(asyncio.gather(holder, late, *waiting.values()), 10)
     assert served == ["A", "B", "C", "D", "E"]
     assert places(logs["D"])[-1] == "waiting for the embedded model: yours is next", "D moved up the line"
