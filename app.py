@@ -25,6 +25,7 @@ from pydantic import ValidationError  # noqa: E402
 from chat.catalogue import CatalogueError  # noqa: E402
 from chat.config import load_settings  # noqa: E402
 from chat.runtime import Runtime  # noqa: E402
+from chat.serve import launch  # noqa: E402
 from chat.ui import build_demo  # noqa: E402
 
 if gr.NO_RELOAD:
@@ -44,7 +45,7 @@ def main() -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     runtime.start()
-    demo.launch(max_threads=settings.max_threads, show_error=False)
+    launch(demo, runtime)  # the UI, and the OpenAI-compatible API on the same port
 
 
 if __name__ == "__main__":

@@ -87,6 +87,13 @@ class Settings(BaseSettings):
     history_secret: SecretStr | None = None
     log_level: str = "INFO"
 
+    # -- OpenAI-compatible API (chat/api) ------------------------------------
+    # Seconds of silence after which a stream sends a ": ping" comment.
+    sse_heartbeat: float = Field(15.0, gt=0)
+    max_request_bytes: int = Field(4_000_000, ge=1024)
+    # Seconds a /health live check of the providers is reused.
+    health_ttl: float = Field(10.0, ge=0)
+
 
 def env_file() -> str | None:
     """The dotenv file in use: ``CHAT_ENV_FILE``, default ``.env``; empty disables it."""

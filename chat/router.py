@@ -204,12 +204,16 @@ class Router:
         max_tokens: int | None = None,
         tier: str | None = None,
         min_window: int | None = None,
+        answer_so_far: str = "",
         skip: Sequence[tuple[str, ProviderError]] = (),
     ) -> AsyncIterator[Event]:
         """Stream one answer; see the module docstring for the policy.
 
         ``min_window``: the tokens this request needs (prompt + answer); models
         with a smaller context window are skipped as fallbacks.
+        ``answer_so_far``: the start of an answer that was cut (the caller
+        already holds it). The first model continues it exactly as mid-stream
+        recovery does (continuation request, seam); only new text is yielded.
         ``skip``: models the caller already tried for this answer, with the
         error each gave (e.g. a context-length refusal after compacting): they
         are not called, count towards ``fallback_depth``, and the first model
@@ -235,18 +239,19 @@ class Router:
             raise AllModelsFailed(attempts + passed)
         if skip:
             failed_id, error = skip[-1]
-            yield FallingBack(failed_id, error.describe(), spec.id)
+            yield FallingBack(failed_id, error.describe(), spec.id, continuing=bool(answer_so_far.strip()))
             reason = f"taking over from {failed_id}"
         else:
             if spec is not route.primary and model_id != AUTO:
                 attempts.append(passed.pop(0))
-                yield FallingBack(route.primary.id, attempts[0][1].describe(), spec.id)
+                yield FallingBack(route.primary.id, attempts[0][1].describe(), spec.id,
+                                  continuing=bool(answer_so_far.strip()))
             reason = route.reason if spec is route.primary else f"{route.primary.id} is not ready"
         called, retries = 1 + len(skip), 0
         yield ModelSelected(spec.id, spec.label, route.tier, reason)
 
         while True:
-            answer = "".join(shown)
+            answer = answer_so_far + "".join(shown)
             # Whitespace alone is no answer to continue (and some APIs reject a
             # whitespace-only message): the next model then simply answers.
             continuing = bool(answer.strip())
@@ -301,7 +306,7 @@ class Router:
                 spec = self._take_ready(pending, passed) if can_fall_back else None
                 if spec is None:
                     raise AllModelsFailed(attempts + passed, "".join(shown)) from exc
-                continues = bool("".join(shown).strip())
+                continues = bool((answer_so_far + "".join(shown)).strip())
                 yield FallingBack(failed.id, exc.describe(), spec.id, continuing=continues)
                 called, retries = called + 1, 0
                 verb = "continuing the answer of" if continues else "taking over from"

@@ -15,10 +15,11 @@ request instead, with a ``FallingBack`` notice saying why.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .config import Settings
 from .context import ContextManager, PreparedContext
+from .continuation import continue_instruction
 from .errors import ContextLengthExceeded, InputError, ProviderError
 from .events import Event, FallingBack, ModelSelected, TextDelta, Usage
 from .messages import Message
@@ -32,6 +33,8 @@ class Turn:
     """One user message with everything needed to answer it.
 
     ``history`` holds the earlier user/assistant turns only (no notes).
+    ``answer_so_far``: the start of the answer to ``message`` that was cut (the
+    caller holds it); the answer then continues it and carries only new text.
     """
 
     message: str
@@ -40,6 +43,7 @@ class Turn:
     system_prompt: str = ""
     temperature: float | None = None
     max_tokens: int | None = None
+    answer_so_far: str = field(default="", kw_only=True)
 
 
 class ChatService:
@@ -80,6 +84,23 @@ class ChatService:
         if turn.temperature is not None and not 0 <= turn.temperature <= 2:
             raise InputError("Temperature must be between 0 and 2.")
 
+    def _continuation_tokens(self, answer_so_far: str, budget: int) -> int:
+        """Tokens a continuation adds to the request (the partial answer and the
+        instruction to continue it); ``InputError`` when they leave no room."""
+        if not answer_so_far.strip():
+            return 0
+        counter = self.context.counter
+        tokens = counter.message(Message("assistant", answer_so_far)) + counter.message(
+            Message("user", continue_instruction(answer_so_far))
+        )
+        if tokens > budget // 2:
+            raise InputError(
+                f"The answer to continue is about {tokens:,} tokens; with this model at most "
+                f"{budget // 2:,} fit next to the conversation. Send a shorter conversation, or "
+                "ask for a new answer instead of continuing this one."
+            )
+        return tokens
+
     async def respond(self, turn: Turn) -> AsyncIterator[Event]:
         """Stream the answer to ``turn`` as events; raises ``ChatError`` subclasses."""
         self.validate(turn)
@@ -91,6 +112,8 @@ class ChatService:
         # The answer's reserve may take at most half the window (see budget_for).
         max_tokens = min(turn.max_tokens or self.settings.max_output_tokens, cap // 2)
         budget = self.context.budget_for(windows, max_tokens)
+        continued = self._continuation_tokens(turn.answer_so_far, budget)
+        budget -= continued
         model_ids = [spec.id for spec in route.chain]
         conversation = [*turn.history, Message("user", turn.message)]
 
@@ -113,7 +136,9 @@ class ChatService:
                 assert prepared is not None
                 normal = normal or prepared
             streamed = False
-            calibrate = True
+            # A continuation request carries the partial answer too: its
+            # reported size says nothing about our estimate.
+            calibrate = not continued
             model_id = route.primary.id
             try:
                 async for event in self.router.stream(
@@ -121,7 +146,8 @@ class ChatService:
                     prepared.messages,
                     temperature=turn.temperature,
                     max_tokens=max_tokens,
-                    min_window=prepared.estimated_tokens + max_tokens,
+                    min_window=prepared.estimated_tokens + max_tokens + continued,
+                    answer_so_far=turn.answer_so_far,
                     skip=tuple(refused),
                 ):
                     if isinstance(event, TextDelta):

@@ -67,6 +67,13 @@ class AnthropicProvider:
     async def discover(self) -> list[ModelSpec]:
         return []
 
+    async def check(self) -> str:
+        """A cheap live authenticated call (one page of models), for /health;
+        raises ``ProviderError``."""
+        with self._errors(self.name):
+            await self._get_client().models.list(limit=1)
+        return "key accepted"
+
     async def aclose(self) -> None:
         client, self._client = self._client, None
         if client is not None:

@@ -233,6 +233,14 @@ class LocalProvider:
     async def discover(self) -> list[ModelSpec]:
         return []
 
+    async def check(self) -> str:
+        """Whether the model is loaded, for /health; raises ``Unavailable`` if not."""
+        if self._load_error is not None:
+            raise Unavailable(f"failed to load: {self._load_error}", model=self.name)
+        if not self._loaded.is_set():
+            raise Unavailable("still loading", model=self.name)
+        return f"loaded ({self._size} instance{'s' if self._size > 1 else ''})"
+
     def stream(self, request: ChatRequest) -> AsyncIterator[Event]:
         return guard_stream(self._raw(request), f"local:{request.model}")
 

@@ -79,6 +79,16 @@ class OllamaProvider:
             for name in self._models
         ]
 
+    async def check(self) -> str:
+        """The server's version (a live call), for /health; raises ``ProviderError``."""
+        with self._errors(self.name):
+            # ollama 0.6 has no call for /api/version; its client is httpx underneath.
+            response = await self._get_client()._client.get("/api/version")
+            if response.status_code != 200:
+                raise make_error(response.status_code, clean(response.text[:200]), model=self.name)
+            version = response.json().get("version", "?")
+        return f"version {version}"
+
     async def aclose(self) -> None:
         client, self._client = self._client, None
         if client is not None:

@@ -85,6 +85,12 @@ class OpenAIProvider:
     async def discover(self) -> list[ModelSpec]:
         return []
 
+    async def check(self) -> str:
+        """A live authenticated call (list models), for /health; raises ``ProviderError``."""
+        with self._errors(self.name):
+            page = await self._get_client().models.list()
+        return f"{len(page.data)} models listed"
+
     async def aclose(self) -> None:
         client, self._client = self._client, None
         if client is not None:

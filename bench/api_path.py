@@ -1,0 +1,295 @@
+"""What the API path adds: ``python app.py``'s /v1/chat/completions against the
+same upstream read directly, in the same run.
+
+A wire server (``python -m tests.wire``, its own process) speaks OpenAI's SSE;
+``python app.py`` (its own process) has one model, ``openai:wire``, on it. One
+client (httpx, asyncio, reading ``data:`` lines as any SSE client does) reads
+the wire server directly and through the app, alternating, so both see the
+same machine load:
+
+- ``ttft_1``: time to the first text of a short answer at 1 stream, ``--runs``
+  times each; added = app − direct at p50 and p95. Targets ≤ 5 / ≤ 15 ms.
+- ``streams_50``: 50 concurrent streams of 200 tokens at 50 tokens/s each;
+  p95 time to first text (target ≤ 2× direct's) and aggregate tokens/s
+  (target ≥ 0.8× direct's).
+- ``long_4000``: one 4,000-token answer at 1,000 tokens/s; total time
+  (target ≤ 1.05× direct's).
+- ``app_cpu_us_per_token``: the app process's CPU (``/proc/<pid>/stat``,
+  user + system) over the tokens it relayed, in the 50-stream and long runs.
+  (Issue #10's target for the API path: ≤ 25 µs.) It includes the provider
+  adapter's parsing of each upstream chunk, so ``layer`` separates the API's
+  own share: in this process, a provider yielding one token per event (no
+  network) is read through ``ChatService.respond`` alone and through the API's
+  ASGI app (``StreamingResponse``, one send per event — the worst case), and
+  the difference per event is what the API adds.
+
+Prints one JSON line. Run it alone: ``flock /tmp/relay-heavy.lock python bench/api_path.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+TICK = os.sysconf("SC_CLK_TCK")
+CATALOGUE = """\
+[[models]]
+id = "openai:wire"
+label = "Wire"
+tier = "fast"
+context_window = 128000
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
+
+
+def wait_http(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{proc.args} exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"{url} did not answer within {timeout} s")
+
+
+class Target:
+    def __init__(self, name: str, url: str, model: str) -> None:
+        self.name, self.url, self.model = name, url, model
+
+
+async def one(client: httpx.AsyncClient, target: Target, prompt: str) -> tuple[float, float, int]:
+    """(seconds to the first text, total seconds, characters of text) of one streamed answer."""
+    body = {"model": target.model, "stream": True, "messages": [{"role": "user", "content": prompt}]}
+    started = time.perf_counter()
+    first = None
+    chars = 0
+    async with client.stream("POST", target.url, json=body) as response:
+        if response.status_code != 200:
+            raise RuntimeError(f"{target.name}: HTTP {response.status_code}: {(await response.aread())[:200]!r}")
+        async for line in response.aiter_lines():
+            if not line.startswith("data: {"):
+                continue
+            chunk = json.loads(line[6:])
+            if "error" in chunk:
+                raise RuntimeError(f"{target.name}: {chunk['error']}")
+            for choice in chunk.get("choices") or ():
+                text = (choice.get("delta") or {}).get("content")
+                if text:
+                    chars += len(text)
+                    if first is None:
+                        first = time.perf_counter() - started
+    return (first if first is not None else float("nan")), time.perf_counter() - started, chars
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def ttft_single(client: httpx.AsyncClient, direct: Target, app: Target, runs: int) -> dict[str, float]:
+    times: dict[str, list[float]] = {"direct": [], "app": []}
+    for i in range(runs + 5):
+        for target in (direct, app) if i % 2 else (app, direct):
+            first, _, _ = await one(client, target, f"Short answer {i} [[tokens:5]]")
+            if i >= 5:  # warm-up: connection pools, first-call imports
+                times[target.name].append(first * 1000)
+    d, a = times["direct"], times["app"]
+    return {
+        "direct_p50_ms": round(pct(d, 0.5), 2), "direct_p95_ms": round(pct(d, 0.95), 2),
+        "app_p50_ms": round(pct(a, 0.5), 2), "app_p95_ms": round(pct(a, 0.95), 2),
+        "added_p50_ms": round(pct(a, 0.5) - pct(d, 0.5), 2), "added_p95_ms": round(pct(a, 0.95) - pct(d, 0.95), 2),
+    }
+
+
+async def concurrent(client: httpx.AsyncClient, target: Target, streams: int, tokens: int, delay: float,
+                     pid: int | None) -> dict[str, float]:
+    prompt = f"Many [[tokens:{tokens}]] [[delay:{delay}]]"
+    cpu = cpu_seconds(pid) if pid else 0.0
+    started = time.perf_counter()
+    results = await asyncio.gather(*(one(client, target, prompt) for _ in range(streams)))
+    wall = time.perf_counter() - started
+    chars = sum(r[2] for r in results)
+    expected = streams * len("".join(f"w{i} " for i in range(tokens)))
+    if chars != expected:
+        raise RuntimeError(f"{target.name}: {chars} characters received, {expected} expected")
+    out = {"p95_ttft_ms": round(pct([r[0] * 1000 for r in results], 0.95), 1),
+           "tokens_per_s": round(streams * tokens / wall, 1), "wall_s": round(wall, 3)}
+    if pid:
+        out["cpu_us_per_token"] = round((cpu_seconds(pid) - cpu) / (streams * tokens) * 1e6, 1)
+    return out
+
+
+async def layer(events: int = 2000, requests: int = 10) -> dict[str, float]:
+    """CPU per event: the service alone, and the same through the API's ASGI app (in process)."""
+    sys.path.insert(0, str(ROOT))
+    from starlette.applications import Starlette
+
+    from chat.api import build_routes
+    from chat.catalogue import Catalogue, ModelSpec
+    from chat.config import Settings
+    from chat.events import Finish, TextDelta, Usage
+    from chat.providers.base import Availability, guard_stream
+    from chat.runtime import Runtime
+    from chat.service import Turn
+
+    class OneTokenPerEvent:
+        name = "fast"
+
+        def availability(self, model: str) -> Availability:
+            return Availability.ok()
+
+        async def discover(self) -> list:
+            return []
+
+        async def aclose(self) -> None:
+            return None
+
+        def stream(self, request):  # noqa: ANN001, ANN201
+            return guard_stream(self._raw(), "fast:m")
+
+        async def _raw(self):  # noqa: ANN202
+            for _ in range(events):
+                await asyncio.sleep(0)  # one event per loop turn, as from a socket
+                yield TextDelta("w ")
+            yield Usage(1, events)
+            yield Finish("stop")
+
+    settings = Settings(_env_file=None, local_model_enabled=False, ollama_enabled=False)  # type: ignore[call-arg]
+    runtime = Runtime.build(settings, providers={"fast": OneTokenPerEvent()},
+                            catalogue=Catalogue(models=(ModelSpec("fast:m", "M", "fast", 128000),)))
+    app = Starlette(routes=build_routes(runtime))
+    body = json.dumps({"model": "fast:m", "stream": True, "messages": [{"role": "user", "content": "hi"}]}).encode()
+    scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
+             "method": "POST", "scheme": "http", "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions",
+             "query_string": b"", "root_path": "", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
+             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]}
+
+    async def through_api() -> None:
+        delivered = False
+
+        async def receive() -> dict:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await asyncio.get_running_loop().create_future()  # no disconnect
+            return {}
+
+        async def send(message: dict) -> None:
+            return None
+
+        await app(scope, receive, send)
+
+    async def service_alone() -> None:
+        async for _ in runtime.service.respond(Turn("hi", model_id="fast:m")):
+            pass
+
+    async def per_event(run) -> float:  # noqa: ANN001
+        await run()  # warm-up
+        started = time.process_time()
+        for _ in range(requests):
+            await run()
+        return (time.process_time() - started) / (events * requests) * 1e6
+
+    service = await per_event(service_alone)
+    api = await per_event(through_api)
+    return {"service_us_per_event": round(service, 2), "with_api_us_per_event": round(api, 2),
+            "api_adds_us_per_event": round(api - service, 2)}
+
+
+async def measure(direct: Target, app: Target, app_pid: int, runs: int) -> dict[str, object]:
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+        single = await ttft_single(client, direct, app, runs)
+        many_d = await concurrent(client, direct, 50, 200, 0.02, None)
+        many_a = await concurrent(client, app, 50, 200, 0.02, app_pid)
+        long_d = await concurrent(client, direct, 1, 4000, 0.001, None)
+        long_a = await concurrent(client, app, 1, 4000, 0.001, app_pid)
+    return {
+        "layer": await layer(),
+        "ttft_1": single,
+        "streams_50": {
+            "direct_p95_ttft_ms": many_d["p95_ttft_ms"], "app_p95_ttft_ms": many_a["p95_ttft_ms"],
+            "ttft_ratio": round(many_a["p95_ttft_ms"] / many_d["p95_ttft_ms"], 2),
+            "direct_tokens_per_s": many_d["tokens_per_s"], "app_tokens_per_s": many_a["tokens_per_s"],
+            "tokens_per_s_ratio": round(many_a["tokens_per_s"] / many_d["tokens_per_s"], 3),
+        },
+        "long_4000": {"direct_s": long_d["wall_s"], "app_s": long_a["wall_s"],
+                      "ratio": round(long_a["wall_s"] / long_d["wall_s"], 3)},
+        "app_cpu_us_per_token": {"streams_50": many_a["cpu_us_per_token"], "long_4000": long_a["cpu_us_per_token"]},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=40, help="single-stream requests per target")
+    args = parser.parse_args()
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ANTHROPIC_", "OLLAMA_", "CHAT_"))}
+    env.update({"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
+                "GRADIO_ANALYTICS_ENABLED": "False",
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))})
+    wire_port, app_port = free_port(), free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        catalogue = Path(tmp) / "models.toml"
+        catalogue.write_text(CATALOGUE)
+        wire = subprocess.Popen([sys.executable, "-m", "tests.wire", "--port", str(wire_port), "--ollama-models", ""],
+                                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        app_env = {**env, "OPENAI_BASE_URL": f"http://127.0.0.1:{wire_port}/v1", "OPENAI_API_KEY": "sk-bench",
+                   "CHAT_MODELS_FILE": str(catalogue), "CHAT_LOCAL_MODEL_ENABLED": "false",
+                   "CHAT_OLLAMA_ENABLED": "false", "CHAT_ENV_FILE": "", "GRADIO_SERVER_NAME": "127.0.0.1",
+                   "GRADIO_SERVER_PORT": str(app_port)}
+        app = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=tmp, env=app_env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_http(f"http://127.0.0.1:{wire_port}/v1/models", wire)
+            wait_http(f"http://127.0.0.1:{app_port}/health?live=1", app)
+            direct = Target("direct", f"http://127.0.0.1:{wire_port}/v1/chat/completions", "wire")
+            via_app = Target("app", f"http://127.0.0.1:{app_port}/v1/chat/completions", "openai:wire")
+            figures = asyncio.run(measure(direct, via_app, app.pid, args.runs))
+        finally:
+            for proc in (app, wire):
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+    single, many, long_ = figures["ttft_1"], figures["streams_50"], figures["long_4000"]
+    figures["meets"] = {
+        "added_ttft_p50_le_5ms": single["added_p50_ms"] <= 5,
+        "added_ttft_p95_le_15ms": single["added_p95_ms"] <= 15,
+        "streams_50_ttft_le_2x": many["ttft_ratio"] <= 2,
+        "streams_50_tokens_per_s_ge_0.8x": many["tokens_per_s_ratio"] >= 0.8,
+        "long_4000_le_1.05x": long_["ratio"] <= 1.05,
+        "cpu_le_25us_per_token": max(figures["app_cpu_us_per_token"].values()) <= 25,  # issue #10's
+    }
+    print(json.dumps({"bench": "api_path", "runs": args.runs, **figures}))
+
+
+if __name__ == "__main__":
+    main()

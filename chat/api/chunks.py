@@ -1,0 +1,233 @@
+"""Typed events of one answer → ``chat.completion.chunk`` SSE bytes (or one
+``chat.completion`` object).
+
+``Answer`` follows the events: who answers now (each chunk's ``model``), whose
+text started the answer (``X-Model-Name``), whether a fallback happened, usage,
+the finish reason, and notices the stream reports. ``Answer.encode(batch)``
+turns a batch of events into bytes: the text deltas between two model switches
+become one chunk (a batch holds whatever arrived while the client was being
+written to, so nothing waits for batching). Fallbacks, retries, summaries and
+model switches ride along in an extra chunk field, ``relay``, that standard
+clients ignore::
+
+    data: {"id": "chatcmpl-…", "object": "chat.completion.chunk", "created": …,
+           "model": "anthropic:claude-…", "choices": [{"index": 0, "delta": {"content": "…"},
+           "finish_reason": null}], "relay": {"notices": [{"type": "fallback", …}]}}
+
+A plain text chunk is spliced from cached bytes and ``orjson.dumps(text)``:
+no per-token dict or model object. SSE framing lives in ``frame`` alone so an
+event id can be added in one place.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from ..catalogue import Catalogue
+from ..events import (
+    ContextTrimmed,
+    Event,
+    FallingBack,
+    Finish,
+    ModelSelected,
+    Retrying,
+    SummaryInUse,
+    Summarizing,
+    TextDelta,
+    Usage,
+)
+
+__all__ = ["DONE", "PING", "Answer", "frame"]
+
+PING = b": ping\n\n"
+DONE = b"data: [DONE]\n\n"  # the protocol's end marker, not an event of the answer
+# OpenAI's finish reasons; a provider's other words for "it ended" mean stop.
+_FINISH = {"stop": "stop", "length": "length", "max_tokens": "length", "content_filter": "content_filter"}
+
+
+def frame(data: bytes) -> bytes:
+    """One SSE event carrying ``data`` (a JSON document on one line). Every
+    event goes through here, so an ``id:`` line would be added here."""
+    return b"data: " + data + b"\n\n"
+
+
+def notice(event: Event) -> dict[str, Any] | None:
+    """What a non-text event tells the client, or None if nothing."""
+    match event:
+        case ModelSelected(model_id=model_id, tier=tier, reason=reason):
+            return {"type": "model", "model": model_id, "tier": tier, "reason": reason}
+        case FallingBack(failed_model=failed, reason=reason, next_model=nxt, continuing=continuing):
+            return {"type": "fallback", "failed_model": failed, "reason": reason, "next_model": nxt,
+                    "continuing": continuing}
+        case Retrying(model_id=model_id, attempt=attempt, delay=delay, reason=reason):
+            return {"type": "retry", "model": model_id, "attempt": attempt, "delay": round(delay, 3),
+                    "reason": reason}
+        case Summarizing(turns=turns):
+            return {"type": "summarizing", "messages": turns}
+        case SummaryInUse(turns=turns, text=text):
+            return {"type": "summary", "messages": turns, "text": text}
+        case ContextTrimmed(turns=turns, reason=reason):
+            return {"type": "trimmed", "messages": turns, "reason": reason}
+    return None
+
+
+@dataclass
+class Answer:
+    """The state of one answer as the client sees it."""
+
+    catalogue: Catalogue
+    model: str  # answering now (before the first ModelSelected: the planned model)
+    include_usage: bool = False
+    id: str = field(default_factory=lambda: "chatcmpl-" + secrets.token_hex(12))
+    created: int = field(default_factory=lambda: int(time.time()))
+    first_model: str | None = None  # the model whose text starts the answer
+    fallback_used: bool = False
+    fallbacks: list[tuple[str, str]] = field(default_factory=list)  # (failed model, reason)
+    notices: list[dict[str, Any]] = field(default_factory=list)  # not yet sent
+    text: list[str] = field(default_factory=list)  # kept for non-streaming answers only
+    keep_text: bool = False
+    chars: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    tokens_by_model: dict[str, list[int]] = field(default_factory=dict)  # model → [in, out]
+    finish_reason: str = "stop"
+    first_text_at: float | None = None  # time.perf_counter() of the first text
+    _role_sent: bool = False
+    _head: bytes = b""
+    _head_model: str = ""
+
+    # -- following events --------------------------------------------------------
+
+    def tier(self, model_id: str | None) -> str:
+        spec = self.catalogue.get(model_id or "")
+        return spec.tier if spec else ""
+
+    def _apply(self, event: Event) -> str | None:
+        """Book-keeping for one event; returns its text, if it is text."""
+        if type(event) is TextDelta:
+            if self.first_model is None:
+                self.first_model = self.model
+                self.first_text_at = time.perf_counter()
+            self.chars += len(event.text)
+            return event.text
+        match event:
+            case ModelSelected(model_id=model_id):
+                self.model = model_id
+            case FallingBack(failed_model=failed, reason=reason):
+                self.fallback_used = True
+                self.fallbacks.append((failed, reason))
+            case Usage(input_tokens=tokens_in, output_tokens=tokens_out):
+                self.input_tokens += tokens_in or 0
+                self.output_tokens += tokens_out or 0
+                counts = self.tokens_by_model.setdefault(self.model, [0, 0])
+                counts[0] += tokens_in or 0
+                counts[1] += tokens_out or 0
+            case Finish(reason=reason):
+                self.finish_reason = _FINISH.get(reason, "stop")
+        said = notice(event)
+        if said is not None:
+            self.notices.append(said)
+        return None
+
+    def follow(self, events: list[Event]) -> None:
+        """Apply ``events`` without producing bytes (non-streaming answers)."""
+        for event in events:
+            text = self._apply(event)
+            if text is not None and self.keep_text:
+                self.text.append(text)
+
+    # -- streaming -----------------------------------------------------------------
+
+    def encode(self, events: list[Event]) -> bytes:
+        """The SSE bytes for ``events`` (empty if they carry nothing to send)."""
+        out: list[bytes] = []
+        run: list[str] = []
+        for event in events:
+            if type(event) is TextDelta:
+                run.append(self._apply(event))  # type: ignore[arg-type]
+                continue
+            if run and type(event) is ModelSelected:
+                # Text before a switch goes out under the model that wrote it.
+                out.append(self._text_chunk("".join(run)))
+                run = []
+            self._apply(event)
+        if run or self.notices:
+            out.append(self._text_chunk("".join(run)))
+        return b"".join(out)
+
+    def _text_chunk(self, text: str) -> bytes:
+        if self._role_sent and not self.notices and text:
+            if self._head_model != self.model:
+                self._head = (
+                    b'{"id":"' + self.id.encode() + b'","object":"chat.completion.chunk","created":'
+                    + str(self.created).encode() + b',"model":' + orjson.dumps(self.model)
+                    + b',"choices":[{"index":0,"delta":{"content":'
+                )
+                self._head_model = self.model
+            return frame(self._head + orjson.dumps(text) + b'},"finish_reason":null}]}')
+        delta: dict[str, Any] = {}
+        if not self._role_sent:
+            delta["role"] = "assistant"
+            self._role_sent = True
+        delta["content"] = text
+        return frame(orjson.dumps(self._chunk(delta, None)))
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
+        chunk: dict[str, Any] = {
+            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+        if self.notices:
+            chunk["relay"] = {"notices": self.notices}
+            self.notices = []
+        return chunk
+
+    def end(self) -> bytes:
+        """The last chunk (finish reason), the usage chunk if asked for, ``[DONE]``."""
+        delta: dict[str, Any] = {} if self._role_sent else {"role": "assistant", "content": ""}
+        self._role_sent = True
+        out = [frame(orjson.dumps(self._chunk(delta, self.finish_reason)))]
+        if self.include_usage:
+            out.append(frame(orjson.dumps({
+                "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+                "choices": [], "usage": self.usage(),
+            })))
+        out.append(DONE)
+        return b"".join(out)
+
+    def error(self, body: dict[str, Any]) -> bytes:
+        """An error after the stream started: the error event, then ``[DONE]``
+        (notices not sent yet go first, in a chunk of their own)."""
+        out = [self._text_chunk("")] if self.notices else []
+        out.append(frame(orjson.dumps(body)))
+        out.append(DONE)
+        return b"".join(out)
+
+    # -- whole answers ------------------------------------------------------------------
+
+    def usage(self) -> dict[str, int]:
+        return {"prompt_tokens": self.input_tokens, "completion_tokens": self.output_tokens,
+                "total_tokens": self.input_tokens + self.output_tokens}
+
+    def completion(self) -> dict[str, Any]:
+        """The ``chat.completion`` object of a finished non-streaming answer."""
+        body: dict[str, Any] = {
+            "id": self.id, "object": "chat.completion", "created": self.created, "model": self.model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(self.text)},
+                         "finish_reason": self.finish_reason, "logprobs": None}],
+            "usage": self.usage(),
+        }
+        if self.notices:
+            body["relay"] = {"notices": self.notices}
+        return body
+
+    def headers(self) -> dict[str, str]:
+        """The model headers, describing the choice made so far."""
+        model = self.first_model or self.model
+        return {"X-Model-Name": model, "X-Model-Tier": self.tier(model),
+                "X-Fallback-Used": "true" if self.fallback_used else "false"}
