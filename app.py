@@ -4,6 +4,11 @@
 as Gradio reads them; default http://127.0.0.1:7860). ``gradio app.py`` (hot
 reload) and Hugging Face Spaces use the module-level ``demo``.
 Importing this module makes no network call and builds no SDK client.
+
+Hot reload runs this file again on every change, with fresh ``chat`` modules
+and ``gr.NO_RELOAD`` off: everything is rebuilt from the new code except what
+is kept under the ``NO_RELOAD`` guard, the loaded embedded model, which the new
+runtime takes over (warm, one copy) instead of loading another.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import os
 # Gradio's version check and telemetry otherwise reach for the network at start.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+import gradio as gr  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
 
 from chat.catalogue import CatalogueError  # noqa: E402
@@ -23,9 +29,13 @@ from chat.runtime import Runtime  # noqa: E402
 from chat.serve import launch  # noqa: E402
 from chat.ui import build_demo  # noqa: E402
 
+if gr.NO_RELOAD:
+    # Survives hot reloads: the embedded model, handed from runtime to runtime.
+    kept: dict[str, object] = {}
+
 try:
     settings = load_settings()
-    runtime = Runtime.build(settings)
+    runtime = Runtime.build(settings, kept=kept)
 except (ValidationError, CatalogueError) as exc:
     raise SystemExit(f"Relay Chat cannot start: {exc}") from None
 demo = build_demo(runtime)

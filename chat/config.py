@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     local_warmup: bool = True
     # A 135M model loops easily; a mild penalty keeps long answers readable.
     local_repeat_penalty: float = Field(1.1, ge=1.0, le=2.0)
+    # Longest answer of the embedded model, whatever the request asks (it rambles past this).
+    local_max_output_tokens: int = Field(512, ge=1)
 
     # -- requests ------------------------------------------------------------
     system_prompt: str = "You are a helpful assistant."
@@ -68,6 +70,8 @@ class Settings(BaseSettings):
     retry_base_delay: float = Field(0.5, ge=0)
     retry_max_delay: float = Field(4.0, ge=0)
     cooldown_seconds: float = Field(60.0, ge=0)
+    # Longest bench a provider's Retry-After can ask for (inf, a date years ahead...).
+    max_cooldown: float = Field(600.0, ge=1, allow_inf_nan=False)
     fallback_depth: int = Field(4, ge=1)
 
     # -- context management --------------------------------------------------

@@ -168,7 +168,8 @@ class Interrupted(ProviderError):
         cause: ProviderError | None = None,
         model: str | None = None,
     ) -> None:
-        super().__init__(message, model=model)
+        # The cause's Retry-After (an in-stream 429/503) still decides its cooldown.
+        super().__init__(message, model=model, retry_after=cause.retry_after if cause is not None else None)
         self.partial_text = partial_text
         self.cause = cause
 

@@ -74,8 +74,8 @@ class AnswerView:
                 if self.model_id is None:
                     self._tier = tier
                     self._route_note = {"title": "", "content": reason or "Chosen model."}
-                else:
-                    self._switched = True
+                elif model_id != self.model_id:
+                    self._switched = True  # the same model again is a retry, not a fallback
                 self.model_id = model_id
             case Retrying(model_id=model_id, attempt=attempt, delay=delay, reason=reason):
                 self._notes.append({
@@ -119,6 +119,11 @@ class AnswerView:
                         "title": "✂️ The answer reached the max output tokens",
                         "content": "Raise “Max output tokens” in the settings for longer answers.",
                     })
+                elif reason == "loop":
+                    self._notes.append({
+                        "title": "🔁 Stopped: the model was repeating itself",
+                        "content": "The answer ends where it started to loop. Ask again, or pick another model.",
+                    })
 
     def _cost(self) -> float | None:
         """USD for this call from the catalogue's prices, when both are known."""
@@ -157,7 +162,14 @@ class AnswerView:
         if self._route_note is not None:
             self._route_note["title"] = self._route_title()
         notes = [n for n in (self._summary_note, self._route_note) if n] + self._notes
-        if self._progress and not self.text and not self._failed:
+        if self.finish_reason is not None and not self.text.strip() and not self._failed:
+            who = self._label(self.model_id) if self.model_id else "The model"
+            notes.append({
+                "title": "⚠️ The model returned no text",
+                "content": f"{who} finished without writing anything. Send the message again, "
+                           "rephrase it, or pick another model.",
+            })
+        elif self._progress and not self.text and not self._failed:
             notes.append({"title": "⏳ Working…", "content": self._progress, "status": "pending"})
         for index, note in enumerate(notes):
             metadata: dict[str, object] = {"title": str(note["title"]), "id": f"note-{index}"}

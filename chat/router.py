@@ -12,15 +12,19 @@
   chose that model; at most ``fallback_depth`` models are called.
 - **Errors decide.** An error whose ``fallback`` is false (invalid request,
   content filter) reaches the caller as it is; so does a context-length error
-  before any text (context management compacts and retries). Others move on to
+  before any text (context management compacts and retries, then asks again
+  with ``skip`` naming the model that still refused). Others move on to
   the next ready candidate with a ``FallingBack`` notice. Only when no other
   model is ready may a ``retry`` error be retried on the same model, after an
   exponential backoff with jitter that honours ``retry_after`` (capped by
   ``max_retries`` and ``retry_max_delay``). A ``cooldown`` error benches the
-  model for ``retry_after`` or ``cooldown_seconds``.
+  model for ``retry_after`` (clamped to [1 s, ``max_cooldown``]; an error in
+  the middle of a stream keeps its cause's) or ``cooldown_seconds``.
 - **Time limits.** No first text within ``first_token_timeout``, or no event for
   ``stall_timeout`` after that, is a ``Timeout`` of that model. A ``Progress``
-  event (queued, reading a long prompt) restarts the first-token clock.
+  event (queued, reading a long prompt) restarts the first-token clock only
+  when no other model is ready to answer instead: then the user waits, with
+  progress; otherwise the wait is bounded like any first token.
 - **Mid-stream recovery.** Text already yielded stays. The next model is asked
   to continue the answer (``chat.continuation``); a repeat at the seam is cut.
 - **Stop.** Cancelling the consumer, or closing this generator, closes the
@@ -120,7 +124,7 @@ class Router:
         self.settings = settings
         self.catalogue = catalogue
         self.providers = providers
-        self.cooldowns = Cooldowns(settings.cooldown_seconds, clock)
+        self.cooldowns = Cooldowns(settings.cooldown_seconds, clock, max_seconds=settings.max_cooldown)
         self._wall = wall
         self._sleep = sleep
         self._rand = rand
@@ -201,6 +205,7 @@ class Router:
         tier: str | None = None,
         min_window: int | None = None,
         answer_so_far: str = "",
+        skip: Sequence[tuple[str, ProviderError]] = (),
     ) -> AsyncIterator[Event]:
         """Stream one answer; see the module docstring for the policy.
 
@@ -209,11 +214,16 @@ class Router:
         ``answer_so_far``: the start of an answer that was cut (the caller
         already holds it). The first model continues it exactly as mid-stream
         recovery does (continuation request, seam); only new text is yielded.
+        ``skip``: models the caller already tried for this answer, with the
+        error each gave (e.g. a context-length refusal after compacting): they
+        are not called, count towards ``fallback_depth``, and the first model
+        called is announced as taking over from the last of them.
         """
         prompt = next((m.content for m in reversed(messages) if m.role == "user"), "")
         route = self.resolve(model_id, prompt, tier=tier)
-        pending = deque(route.candidates)
-        attempts: list[tuple[str, ProviderError]] = []
+        skipped = {failed for failed, _ in skip}
+        pending = deque(spec for spec in route.candidates if spec.id not in skipped)
+        attempts: list[tuple[str, ProviderError]] = list(skip)
         passed: list[tuple[str, ProviderError]] = []  # candidates skipped as not ready
         if min_window:
             for spec in [s for s in pending if s.context_window < min_window]:
@@ -224,15 +234,20 @@ class Router:
                 )))
         shown: list[str] = []
 
-        spec = self._take_ready(pending, passed)
+        spec = self._take_ready(pending, passed) if len(skip) < self.settings.fallback_depth else None
         if spec is None:
-            raise AllModelsFailed(passed)
-        if spec is not route.primary and model_id != AUTO:
-            attempts.append(passed.pop(0))
-            yield FallingBack(route.primary.id, attempts[0][1].describe(), spec.id,
-                              continuing=bool(answer_so_far.strip()))
-        called, retries = 1, 0
-        reason = route.reason if spec is route.primary else f"{route.primary.id} is not ready"
+            raise AllModelsFailed(attempts + passed)
+        if skip:
+            failed_id, error = skip[-1]
+            yield FallingBack(failed_id, error.describe(), spec.id, continuing=bool(answer_so_far.strip()))
+            reason = f"taking over from {failed_id}"
+        else:
+            if spec is not route.primary and model_id != AUTO:
+                attempts.append(passed.pop(0))
+                yield FallingBack(route.primary.id, attempts[0][1].describe(), spec.id,
+                                  continuing=bool(answer_so_far.strip()))
+            reason = route.reason if spec is route.primary else f"{route.primary.id} is not ready"
+        called, retries = 1 + len(skip), 0
         yield ModelSelected(spec.id, spec.label, route.tier, reason)
 
         while True:
@@ -247,8 +262,12 @@ class Router:
                 max_tokens=_cap(max_tokens, spec.max_output_tokens),
             )
             seam = Seam(answer) if continuing else None
+            # Progress (queued, reading a long prompt) holds the first-token
+            # clock only while no other model could answer instead.
+            patient = not (called < self.settings.fallback_depth and self._peek_ready(pending))
+            stream = self._provider(spec).stream(request)
             try:
-                async with aclosing(self._timed(self._provider(spec).stream(request), spec.id)) as events:
+                async with aclosing(self._timed(stream, spec.id, progress_restarts=patient)) as events:
                     async for event in events:
                         if isinstance(event, Progress):
                             yield event  # not text: the seam must not flush on it
@@ -323,8 +342,15 @@ class Router:
         # Retry-After is a floor: when it is past the cap, retrying sooner is pointless.
         return delay if delay <= s.retry_max_delay else None
 
-    async def _timed(self, events: AsyncIterator[Event], model_id: str) -> AsyncIterator[Event]:
+    async def _timed(
+        self, events: AsyncIterator[Event], model_id: str, *, progress_restarts: bool = True
+    ) -> AsyncIterator[Event]:
         """``events`` with the first-token and stall limits; always closes ``events``.
+
+        ``progress_restarts``: a ``Progress`` event before the first text
+        restarts the first-token clock (the model is the only one left, so it
+        may take its time); otherwise the clock runs on and the model times
+        out like any silent one.
 
         O(1) work per event: the deadline moves with every event, but the one
         timer of this stream is re-armed only when it fires before the deadline
@@ -381,7 +407,7 @@ class Router:
                         waiting = False
                     if isinstance(event, TextDelta):
                         parts.append(event.text)
-                    elif isinstance(event, Progress) and not parts:
+                    elif isinstance(event, Progress) and not parts and progress_restarts:
                         # Queued behind other users or reading a long prompt: the
                         # provider is alive, so the first-token clock starts again.
                         deadline = loop.time() + first

@@ -40,14 +40,16 @@ class Runtime:
 
     @classmethod
     def build(cls, settings: Settings, providers: Mapping[str, Provider] | None = None,
-              catalogue: Catalogue | None = None) -> Runtime:
+              catalogue: Catalogue | None = None, *, kept: dict[str, object] | None = None) -> Runtime:
+        """``kept``: a dict that outlives hot reloads (``gradio app.py``); the
+        embedded model kept there is taken over instead of loaded again."""
         catalogue = catalogue or load_catalogue(
             settings.models_file, include_local=settings.local_model_enabled
         )
         if settings.local_n_ctx:  # a smaller allocation than the GGUF's 8,192 tokens
             catalogue = catalogue.with_window(LOCAL_MODEL_ID, settings.local_n_ctx)
         if providers is None:
-            providers = build_providers(settings, catalogue)
+            providers = build_providers(settings, catalogue, kept=kept)
         router = Router(settings, catalogue, providers)
         context = ContextManager(settings, RouterSummarizer(router, settings), TokenCounter())
         service = ChatService(settings, router, context)
@@ -60,15 +62,30 @@ class Runtime:
         local = self.providers.get("local")
         if local is not None and hasattr(local, "start"):
             local.start()
-        threading.Thread(target=asyncio.run, args=(self.refresh(),), name="model-discovery", daemon=True).start()
+        threading.Thread(target=asyncio.run, args=(self._discover_at_start(),), name="model-discovery",
+                         daemon=True).start()
 
-    async def refresh(self) -> None:
+    async def _discover_at_start(self) -> None:
+        """Discovery on a loop that ends right after: with providers of its own
+        (same settings), closed on that loop, so no SDK client outlives it and
+        none is shared with the server's loop."""
+        providers = {
+            name: provider for name, provider in build_providers(self.settings, self.catalogue).items()
+            if name != "local"  # nothing to discover, and it would load the model
+        }
+        try:
+            await self.refresh(providers)
+        finally:
+            await asyncio.gather(*(p.aclose() for p in providers.values()), return_exceptions=True)
+
+    async def refresh(self, providers: Mapping[str, Provider] | None = None) -> None:
         """Re-discover live models (Ollama) and publish them to the router."""
+        providers = self.providers if providers is None else providers
         found = []
         results = await asyncio.gather(
-            *(p.discover() for p in self.providers.values()), return_exceptions=True
+            *(p.discover() for p in providers.values()), return_exceptions=True
         )
-        for name, result in zip(self.providers, results):
+        for name, result in zip(providers, results):
             if isinstance(result, BaseException):
                 log.warning("model discovery failed for %s: %s", name, type(result).__name__)
                 continue

@@ -3,8 +3,13 @@
 UI → **service** → context manager → router → provider. The service validates
 the input, asks the router which models may answer (so the context manager can
 plan for the smallest window among them), lets the context manager fold or trim
-the history, and streams the router's events back. A context-length error
-before any text makes it compact harder and retry once.
+the history, and streams the router's events back.
+
+A context-length error before any text means our estimate was off for that
+model: the service compacts harder and retries it once (without announcing the
+model again). If it still refuses, its real window is smaller than the
+catalogue says: the next model whose window fits answers the normally planned
+request instead, with a ``FallingBack`` notice saying why.
 """
 
 from __future__ import annotations
@@ -14,8 +19,8 @@ from dataclasses import dataclass, field
 
 from .config import Settings
 from .context import ContextManager, PreparedContext
-from .continuation import CONTINUE_INSTRUCTION
-from .errors import ContextLengthExceeded, InputError
+from .continuation import continue_instruction
+from .errors import ContextLengthExceeded, InputError, ProviderError
 from .events import Event, FallingBack, ModelSelected, TextDelta, Usage
 from .messages import Message
 from .router import Router
@@ -86,7 +91,7 @@ class ChatService:
             return 0
         counter = self.context.counter
         tokens = counter.message(Message("assistant", answer_so_far)) + counter.message(
-            Message("user", CONTINUE_INSTRUCTION)
+            Message("user", continue_instruction(answer_so_far))
         )
         if tokens > budget // 2:
             raise InputError(
@@ -113,16 +118,23 @@ class ChatService:
         conversation = [*turn.history, Message("user", turn.message)]
 
         harder = False
+        normal: PreparedContext | None = None
+        refused: list[tuple[str, ProviderError]] = []  # models whose real window was too small
+        seen: set[Event] = set()  # notices already yielded (a retry plans again)
+        announced: str | None = None
         while True:
-            prepared: PreparedContext | None = None
-            async for item in self.context.prepare(
-                turn.system_prompt, conversation, budget, model_ids=model_ids, harder=harder
-            ):
-                if isinstance(item, PreparedContext):
-                    prepared = item
-                else:
-                    yield item
-            assert prepared is not None
+            prepared: PreparedContext | None = normal if refused else None
+            if prepared is None:
+                async for item in self.context.prepare(
+                    turn.system_prompt, conversation, budget, model_ids=model_ids, harder=harder
+                ):
+                    if isinstance(item, PreparedContext):
+                        prepared = item
+                    elif item not in seen:
+                        seen.add(item)
+                        yield item
+                assert prepared is not None
+                normal = normal or prepared
             streamed = False
             # A continuation request carries the partial answer too: its
             # reported size says nothing about our estimate.
@@ -136,21 +148,32 @@ class ChatService:
                     max_tokens=max_tokens,
                     min_window=prepared.estimated_tokens + max_tokens + continued,
                     answer_so_far=turn.answer_so_far,
+                    skip=tuple(refused),
                 ):
                     if isinstance(event, TextDelta):
                         streamed = True
                     elif isinstance(event, ModelSelected):
                         model_id = event.model_id
-                    elif isinstance(event, FallingBack) and event.continuing:
-                        # A continuation request carries the partial answer too:
-                        # its reported size says nothing about our estimate.
-                        calibrate = False
+                        if model_id == announced:
+                            continue  # the same model, retried after compacting harder
+                        announced = model_id
+                    elif isinstance(event, FallingBack):
+                        announced = None
+                        if event.continuing:
+                            # A continuation request carries the partial answer too:
+                            # its reported size says nothing about our estimate.
+                            calibrate = False
                     elif isinstance(event, Usage) and event.input_tokens and calibrate:
                         self.context.observe(model_id, prepared.estimated_tokens, event.input_tokens)
                     yield event
                 return
-            except ContextLengthExceeded:
-                # Our estimate was off for this model: compact harder, retry once.
-                if streamed or harder:
+            except ContextLengthExceeded as exc:
+                if streamed:
                     raise
-                harder = True
+                if not harder:
+                    # Our estimate was off for this model: compact harder, retry once.
+                    harder = True
+                    continue
+                # Still refused: its real window is smaller than the catalogue
+                # says. Another model whose window fits takes the normal plan.
+                refused.append((exc.model or model_id, exc))

@@ -109,7 +109,10 @@ class RouterSummarizer:
     ``tier="fast"`` (the router may fall back to the embedded model). Output is
     bounded by ``settings.summary_max_tokens``. Router errors propagate
     (``ProviderError`` / ``AllModelsFailed``); a stream with no text or no
-    ``Finish`` raises ``SummaryFailed``. Partial text is never returned.
+    ``Finish`` raises ``SummaryFailed``. Partial text is never returned: a
+    summary cut off by that bound (finish reason "length") is asked for again
+    at half the words, and if that one is cut too, ``SummaryFailed`` (the
+    context manager then drops the turns with its usual notice, caching nothing).
     """
 
     def __init__(self, router: StreamRouter, settings: Settings, *, temperature: float = 0.2) -> None:
@@ -138,7 +141,16 @@ class RouterSummarizer:
 
     async def summarize(self, previous: str | None, turns: Sequence[Message]) -> str:
         # ~0.6 words per token for English; the token bound is the hard limit anyway.
-        prompt = build_prompt(previous, turns, max_words=max(30, int(self._max_tokens * 0.6)))
+        words = max(30, int(self._max_tokens * 0.6))
+        for attempt in range(2):
+            text, reason = await self._ask(build_prompt(previous, turns, max_words=words))
+            if reason != "length":
+                return text
+            words = max(15, words // 2)  # cut off mid-summary: ask for a shorter one
+        raise SummaryFailed("the summary was cut off by its length limit")
+
+    async def _ask(self, prompt: tuple[Message, ...]) -> tuple[str, str]:
+        """The summary text and the stream's finish reason."""
         stream = self._router.stream(
             self._model,
             prompt,
@@ -147,7 +159,7 @@ class RouterSummarizer:
             tier=self._tier,
         )
         parts: list[str] = []
-        finished = False
+        finished: str | None = None
         # Close the router's generator even when we stop early, so the upstream
         # call is cancelled rather than left to garbage collection.
         closing = aclosing(stream) if hasattr(stream, "aclose") else nullcontext(stream)
@@ -156,13 +168,13 @@ class RouterSummarizer:
                 match event:
                     case TextDelta(text=text):
                         parts.append(text)
-                    case Finish():
-                        finished = True
+                    case Finish(reason=reason):
+                        finished = reason
                     case _:
                         pass  # router notices (ModelSelected, Retrying, ...) and usage
-        if not finished:
+        if finished is None:
             raise SummaryFailed("the summary stream ended early")
         text = "".join(parts).strip()
         if not text:
             raise SummaryFailed("the summarizing model returned nothing")
-        return text
+        return text, finished

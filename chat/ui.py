@@ -131,7 +131,7 @@ def build_demo(runtime: Runtime) -> gr.Blocks:
         view = AnswerView(runtime.router.catalogue)
         try:
             started = time.monotonic()
-            shown = False
+            shown = held = False
             with pacer.streaming():
                 updates = coalesce(service.respond(turn), lambda: pacer.interval(len(view.text)), idle=NOTE_DELAY)
                 async for batch in updates:
@@ -142,9 +142,12 @@ def build_demo(runtime: Runtime) -> gr.Blocks:
                     if not view.text and time.monotonic() - started < NOTE_DELAY:
                         # Text usually follows within a blink: one update instead
                         # of two (each yield costs a round of Gradio processing).
+                        held = True
                         continue
-                    shown = True
+                    shown, held = True, False
                     yield view.messages()
+            if held:
+                yield view.messages()  # ended quickly with no text: still one final update
         except InputError as exc:
             raise gr.Error(str(exc), title="Cannot send this message", print_exception=False) from exc
         except ChatError as exc:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from chat.catalogue import Catalogue, ModelSpec
-from chat.continuation import CONTINUE_INSTRUCTION
+from chat.continuation import continue_instruction
 from chat.errors import InputError, Unavailable
 from chat.events import FallingBack, TextDelta
 from chat.messages import Message
@@ -46,7 +46,7 @@ async def test_the_model_is_asked_to_continue_and_only_new_text_comes_back(runti
         *history,
         Message("user", "What is the capital of France?"),
         Message("assistant", "The capital of France is"),
-        Message("user", CONTINUE_INSTRUCTION),
+        Message("user", continue_instruction("The capital of France is")),
     )
 
 

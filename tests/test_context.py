@@ -784,6 +784,39 @@ async def test_router_summarizer_refuses_empty_or_cut_results(router: ScriptedRo
         await RouterSummarizer(router, settings()).summarize(None, TURNS)
 
 
+class SequencedRouter(ScriptedRouter):
+    """One scripted reply per call."""
+
+    def __init__(self, *replies: tuple[Event, ...]) -> None:
+        super().__init__()
+        self.replies = list(replies)
+
+    def stream(self, model_id: str, messages: Sequence[Message], **kw: object) -> AsyncIterator[Event]:
+        self.events = self.replies.pop(0)
+        return super().stream(model_id, messages, **kw)
+
+
+async def test_a_summary_cut_by_its_length_limit_is_redone_shorter() -> None:
+    router = SequencedRouter((TextDelta("Ada; budget 4,200 EUR; wants a trip to"), Finish("length")),
+                             (TextDelta("Ada, 4,200 EUR."), Finish("stop")))
+    text = await RouterSummarizer(router, settings(summary_max_tokens=400)).summarize(None, TURNS)
+    assert text == "Ada, 4,200 EUR."
+    first, second = (call["messages"][0].content for call in router.calls)  # type: ignore[index]
+    assert "at most about 240 words" in first and "at most about 120 words" in second
+
+
+async def test_a_summary_cut_twice_is_not_cached_and_the_turns_are_dropped_with_a_notice() -> None:
+    cut = (TextDelta("A summary that never ends and"), Finish("length"))
+    router = SequencedRouter(*[cut] * 4)
+    cm = ContextManager(settings(), RouterSummarizer(router, settings()), word_counter())
+    events, prepared = await run(cm, conversation(15), BUDGET)
+    [trimmed] = [e for e in events if isinstance(e, ContextTrimmed)]
+    assert "cut off by its length limit" in trimmed.reason
+    assert not any(isinstance(e, SummaryInUse) for e in events)
+    assert "never ends" not in " ".join(m.content for m in prepared.messages)
+    assert len(router.calls) == 2
+
+
 async def test_router_summarizer_lets_router_errors_through_and_closes_the_stream() -> None:
     router = ScriptedRouter(TextDelta("partial"), error=RateLimited())
     with pytest.raises(RateLimited):

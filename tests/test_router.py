@@ -15,7 +15,7 @@ import pytest
 
 from chat.catalogue import Catalogue, ModelSpec
 from chat.config import Settings
-from chat.continuation import CONTINUE_INSTRUCTION, Seam, strip_overlap
+from chat.continuation import Seam, continue_instruction, strip_overlap
 from chat.errors import (
     AllModelsFailed,
     AuthenticationFailed,
@@ -379,15 +379,16 @@ async def test_not_retried_when_the_error_forbids_it(clock, a):
 async def test_retry_then_fallback(clock, a, b):
     # b:std is benched when a:std fails, so a:std is retried; the backoff outlasts
     # b's cooldown, so when a:std fails again the router falls back to b:std.
-    router = make_router(clock, a, b, catalogue=Catalogue(models=(spec("a:std", "standard"), spec("b:std", "standard"))))
-    router.cooldowns.bench("b:std", Unavailable(retry_after=0.2))
+    router = make_router(clock, a, b, catalogue=Catalogue(models=(spec("a:std", "standard"), spec("b:std", "standard"))),
+                         retry_base_delay=2.0)
+    router.cooldowns.bench("b:std", Unavailable(retry_after=1.0))
     a.enqueue("std", Reply(error=Unavailable("503")), Reply(error=Unavailable("503 again")))
     b.enqueue("std", Reply(["from b"]))
     events = await collect(router, "a:std")
     kinds = [type(e).__name__ for e in events]
     assert kinds == ["ModelSelected", "Retrying", "FallingBack", "ModelSelected", "TextDelta", "Finish"]
     assert of_type(events, FallingBack)[0].reason == "unavailable or overloaded: 503 again"
-    assert clock.sleeps == [0.375]
+    assert clock.sleeps == [1.5]
     assert text_of(events) == "from b"
 
 
@@ -505,7 +506,7 @@ async def test_mid_stream_interruption_is_continued_without_duplicates(clock, a,
     assert b.calls[0].messages == (
         *history,
         Message("assistant", "The capital of France is"),
-        Message("user", CONTINUE_INSTRUCTION),
+        Message("user", continue_instruction("The capital of France is")),
     )
 
 
@@ -551,7 +552,8 @@ def test_strip_overlap_cases():
     assert strip_overlap("It is rain", "ing today") == "ing today"  # too short, not whole words
     assert strip_overlap("abc Hello world", "Hello world again") == " again"
     assert strip_overlap("A whole answer.", "A whole answer. More.") == " More."
-    assert strip_overlap("no overlap here", "Something else") == "Something else"
+    assert strip_overlap("no overlap here", "Something else") == " Something else"  # not glued
+    assert strip_overlap("no overlap here ", "Something else") == "Something else"
 
 
 def test_seam_holds_back_only_while_a_repeat_is_possible():
@@ -579,14 +581,31 @@ async def test_first_token_timeout_falls_back(clock, a, b):
     assert a.closed_early == 1 and a.active == 0
 
 
-async def test_progress_before_the_first_token_keeps_the_model(clock, a, b):
-    # Queued behind other users, or reading a long prompt: alive, not stalled.
+async def test_progress_keeps_the_only_model_waiting(clock, a, b):
+    # Queued behind other users, or reading a long prompt: alive, not stalled,
+    # and with no other model ready the user waits for it, with progress.
+    b.states["std"] = Availability(State.MISSING_KEY, "set B_KEY")
     a.enqueue("std", Reply(["worth the wait"], progress=5, progress_interval=0.1))
-    router = make_router(clock, a, b, first_token_timeout=0.25)
+    only = Catalogue(models=(spec("a:std", "standard"), spec("b:std", "standard")))
+    router = make_router(clock, a, b, catalogue=only, first_token_timeout=0.25)
     events = await collect(router, "a:std")
     assert text_of(events) == "worth the wait"
-    assert not of_type(events, FallingBack) and b.calls == []
+    assert [e.model_id for e in of_type(events, ModelSelected)] == ["a:std"] and b.calls == []
     assert len(of_type(events, Progress)) == 5
+
+
+async def test_progress_does_not_hold_a_model_when_another_is_ready(clock, a, b):
+    # A queued or hung request falls back once the first-token limit passes.
+    a.enqueue("std", Reply(["too late"], progress=50, progress_interval=0.1))
+    b.enqueue("std", Reply(["from b"]))
+    router = make_router(clock, a, b, first_token_timeout=0.3)
+    started = time.monotonic()
+    events = await collect(router, "a:std")
+    assert time.monotonic() - started < 2.0
+    assert text_of(events) == "from b"
+    assert of_type(events, FallingBack)[0].reason == "timed out: no text within 0.3 s"
+    assert 1 <= len(of_type(events, Progress)) <= 4
+    assert a.closed_early == 1 and a.active == 0
 
 
 async def test_silence_after_progress_still_times_out(clock, a, b):
@@ -749,7 +768,7 @@ async def test_wire_cut_after_ten_tokens_is_continued(servers):
     assert of_type(events, FallingBack)[0].continuing
     sent = f_server.chat_requests[0].body["messages"]
     assert sent[-2] == {"role": "assistant", "content": "".join(words(10))}
-    assert sent[-1] == {"role": "user", "content": CONTINUE_INSTRUCTION}
+    assert sent[-1] == {"role": "user", "content": continue_instruction("".join(words(10)))}
 
 
 async def test_wire_first_token_stall_falls_back_and_disconnects(servers):

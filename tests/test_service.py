@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from chat.catalogue import Catalogue, ModelSpec
-from chat.errors import ContextLengthExceeded, InputError, InvalidRequest, RateLimited
+from chat.errors import AllModelsFailed, ContextLengthExceeded, InputError, InvalidRequest, RateLimited
 from chat.events import ContextTrimmed, FallingBack, ModelSelected, Summarizing, SummaryInUse, TextDelta, Usage
 from chat.messages import Message
 from chat.render import AnswerView
@@ -62,12 +62,45 @@ async def test_context_length_error_compacts_harder_and_retries_once(runtime):
     assert second[-1] == Message("user", "and now?")
 
 
-async def test_a_second_context_length_error_reaches_the_user(runtime):
+async def test_a_second_context_length_error_falls_back_to_a_model_whose_window_fits(runtime):
     rt, fake = runtime
     fake.enqueue("a", Reply(error=ContextLengthExceeded("too long")), Reply(error=ContextLengthExceeded("still")))
-    with pytest.raises(ContextLengthExceeded):
+    fake.enqueue("b", Reply(["from b"]))
+    text, events = await run(rt, Turn("hi", model_id="fake:a"))
+    assert text == "from b"
+    assert [c.model for c in fake.calls] == ["a", "a", "b"]
+    assert fake.calls[2].messages == fake.calls[0].messages, "the normal plan, not the halved one"
+    [notice] = [e for e in events if isinstance(e, FallingBack)]
+    assert notice == FallingBack("fake:a", "conversation too long for this model: still", "fake:b")
+    assert [e.model_id for e in events if isinstance(e, ModelSelected)] == ["fake:a", "fake:b"]
+    view = AnswerView(CATALOGUE)
+    for event in events:
+        view.apply(event)
+    titles = [m["metadata"].get("title") for m in view.messages() if m.get("metadata")]
+    assert titles[0] == "🤖 Answered by Model B (fake:b) (after a fallback)"
+    assert titles[1].startswith("⚠️ fake:a failed (conversation too long for this model: still)")
+
+
+async def test_compacting_harder_announces_the_model_once(runtime):
+    rt, fake = runtime
+    fake.enqueue("a", Reply(error=ContextLengthExceeded("too long")), Reply(["ok"]))
+    text, events = await run(rt, Turn("hi", model_id="fake:a"))
+    assert text == "ok"
+    assert [e.model_id for e in events if isinstance(e, ModelSelected)] == ["fake:a"]
+    view = AnswerView(CATALOGUE)
+    for event in events:
+        view.apply(event)
+    assert view.messages()[0]["metadata"]["title"] == "🤖 Model A (fake:a)"  # not "after a fallback"
+
+
+async def test_every_model_refusing_the_length_ends_with_all_failed(runtime):
+    rt, fake = runtime
+    fake.enqueue("a", *[Reply(error=ContextLengthExceeded("too long"))] * 2)
+    fake.enqueue("b", Reply(error=ContextLengthExceeded("too long for b too")))
+    with pytest.raises(AllModelsFailed) as raised:
         await run(rt, Turn("hi", model_id="fake:a"))
-    assert len(fake.calls) == 2
+    assert [m for m, _ in raised.value.attempts] == ["fake:a", "fake:b"]
+    assert [c.model for c in fake.calls] == ["a", "a", "b"]
 
 
 async def test_invalid_request_is_not_retried_elsewhere(runtime):

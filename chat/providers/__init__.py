@@ -9,14 +9,17 @@ from .base import Availability, Provider, State, guard_stream
 __all__ = ["Availability", "Provider", "State", "build_providers", "guard_stream"]
 
 
-def build_providers(settings: Settings, catalogue: Catalogue) -> dict[str, Provider]:
+def build_providers(
+    settings: Settings, catalogue: Catalogue, *, kept: dict[str, object] | None = None
+) -> dict[str, Provider]:
     """One provider per name used in the catalogue. Builds no SDK client yet and
-    makes no network call: clients are created on first use."""
+    makes no network call: clients are created on first use. ``kept`` outlives
+    hot reloads (the embedded model is taken over, not loaded again)."""
     providers: dict[str, Provider] = {}
     if settings.local_model_enabled:
         from .local import LocalProvider
 
-        providers["local"] = LocalProvider(settings)
+        providers["local"] = LocalProvider(settings, kept=kept)
     from .anthropic import AnthropicProvider
     from .openai import OpenAIProvider
 

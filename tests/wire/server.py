@@ -17,7 +17,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from .dialects import DIALECTS, Script, parse_magic, tags_body
+from .dialects import DIALECTS, Script, continuation_parts, continuation_tokens, parse_magic, tags_body
 
 __all__ = ["ClientGone", "Exchange", "Recorded", "WireServer"]
 
@@ -295,9 +295,7 @@ class WireServer:
             if record.method == "POST" and path in dialect.paths:
                 record.protocol = name
                 body = record.body if isinstance(record.body, dict) else {}
-                script = self._next_script() or parse_magic(
-                    dialect.last_user_text(body), model=str(body.get("model", "")),
-                    conversation=dialect.user_texts(body))
+                script = self._next_script() or _default_script(dialect, body)
                 if name == "ollama" and script.status == 200 and not self._ollama_knows(body.get("model", "")):
                     script = Script(status=404, error=f'model "{body.get("model")}" not found, try pulling it first')
                 await dialect.respond(ex, script, body)
@@ -306,6 +304,27 @@ class WireServer:
 
     def _ollama_knows(self, model: str) -> bool:
         return not self.ollama_models or model in self.ollama_models or f"{model}:latest" in self.ollama_models
+
+
+def _default_script(dialect: Any, body: dict[str, Any]) -> Script:
+    """What the magic words say; a continuation request (see ``continuation_parts``)
+    is answered as the model would go on from the partial answer of the message
+    before it, in the scripted ``continuation`` style (a compliant model by default)."""
+    model = str(body.get("model", ""))
+    conversation = dialect.user_texts(body)
+    parts = continuation_parts(body.get("messages") or [])
+    if parts is None:
+        return parse_magic(dialect.last_user_text(body), model=model, conversation=conversation)
+    original, partial, tail = parts
+    script = parse_magic(original, model=model, conversation=conversation)
+    # Only what shapes the reply carries over from the original message (its
+    # tokens, the style): failures and faults come from words scoped to this model.
+    scoped = parse_magic("", model=model, conversation=conversation)
+    tokens = continuation_tokens(script.continuation, "".join(script.tokens or []), partial, tail)
+    if tokens is None:
+        return parse_magic(dialect.last_user_text(body), model=model, conversation=conversation)
+    scoped.tokens = tokens
+    return scoped
 
 
 async def _read_request(reader: asyncio.StreamReader) -> Recorded | None:
