@@ -4,7 +4,8 @@ A sibling of ``chat.ui``: it translates HTTP into ``Turn`` and the service's
 typed events into Chat Completions chunks; routing, fallback and context
 management stay in ``chat.service`` and below.
 
-    routes       the route table and the wrapper every route goes through
+    routes       the route table
+    endpoint     the wrapper every route goes through (edge, errors, headers, metrics)
     edge         who may call (the hook for keys and limits)
     schema       request body → ``CompletionRequest`` (400s that say what to change)
     completions  POST /v1/chat/completions (streaming and not)
@@ -14,6 +15,7 @@ management stay in ``chat.service`` and below.
     errors       ApiError and OpenAI's error body
     models       GET /v1/models
     health       GET /health
+    monitor      the live provider checks behind /health, cached
     metrics      GET /metrics (prometheus-client, a registry of its own)
 """
 

@@ -42,7 +42,7 @@ from .sse import AnswerStream
 
 if TYPE_CHECKING:
     from .edge import Admission
-    from .routes import Api, Call
+    from .endpoint import Api, Call
 
 __all__ = ["ROUTE", "chat_completions"]
 

@@ -10,7 +10,6 @@ cooling down, …), ``detail`` and, while cooling down, ``cooldown_until``
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -19,16 +18,13 @@ from starlette.responses import Response
 
 from ..catalogue import AUTO
 from .errors import ApiError
+from .monitor import utc
 
 if TYPE_CHECKING:
     from .edge import Admission
-    from .routes import Api, Call
+    from .endpoint import Api, Call
 
 __all__ = ["list_models", "one_model", "utc"]
-
-
-def utc(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _entries(api: Api) -> list[dict[str, Any]]:

@@ -1,19 +1,10 @@
-"""The API's routes and the one wrapper every route goes through.
+"""The API's route table.
 
 ``build_routes(runtime)`` returns Starlette routes to hand to Gradio's FastAPI
-app (``chat.serve``). Each handler is wrapped by ``Api.endpoint``, which, in
-order: admits the request at the edge (before the body is read), runs the
-handler, turns an ``ApiError`` into its JSON response, adds the admission's
-headers to whatever goes out (errors included) and counts the request in the
-metrics. A streaming response counts itself when its last byte is sent.
+app (``chat.serve``); each handler is wrapped by ``endpoint.Api.endpoint``.
 """
 
 from __future__ import annotations
-
-import logging
-import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -22,83 +13,17 @@ from starlette.routing import BaseRoute, Route
 from ..runtime import Runtime
 from .completions import ROUTE as COMPLETIONS
 from .completions import chat_completions
-from .edge import ANONYMOUS, Admission, Edge, OpenEdge
+from .edge import Admission, Edge, OpenEdge
+from .endpoint import Api, Call, Handler
 from .errors import ApiError
-from .health import HealthMonitor, health
+from .health import health
 from .metrics import CONTENT_TYPE_LATEST, Metrics
 from .models import list_models, one_model
-from .sse import AnswerStream
+from .monitor import HealthMonitor
 
-__all__ = ["Api", "Call", "build_routes"]
-
-log = logging.getLogger(__name__)
+__all__ = ["build_routes"]
 
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
-
-
-@dataclass
-class Call:
-    """One API request as the metrics count it."""
-
-    route: str
-    caller: str = ANONYMOUS
-    started: float = field(default_factory=time.perf_counter)
-    model: str = "none"  # a catalogue id once known
-    outcome: str = "ok"
-    streaming: bool = False  # the response body counts the request when it ends
-    counted: bool = False
-
-    def finish(self, api: Api) -> None:
-        if not self.counted:
-            self.counted = True
-            api.metrics.request(self.route, self.model, self.outcome, self.caller,
-                                time.perf_counter() - self.started)
-
-
-Handler = Callable[["Api", Request, Admission, Call], Awaitable[Response]]
-
-
-@dataclass
-class Api:
-    runtime: Runtime
-    edge: Edge
-    metrics: Metrics
-    health: HealthMonitor
-    created: int = field(default_factory=lambda: int(time.time()))
-
-    def endpoint(self, route: str, handler: Handler, methods: tuple[str, ...]) -> Callable[[Request], Awaitable[Response]]:
-        async def run(request: Request) -> Response:
-            call = Call(route)
-            if request.method not in methods:
-                error = ApiError(405, f"{route} accepts {' or '.join(methods)}, not {request.method}.",
-                                 code="method_not_allowed", headers={"Allow": ", ".join(methods)})
-                call.outcome = error.outcome
-                call.finish(self)
-                return error.response()
-            try:
-                admission = await self.edge.admit(request, route)
-            except ApiError as exc:
-                call.outcome = "refused"
-                call.finish(self)
-                return exc.response()
-            call.caller = admission.caller
-            try:
-                response = await handler(self, request, admission, call)
-            except ApiError as exc:
-                call.outcome = exc.outcome
-                response = exc.response()
-            except Exception:
-                log.exception("%s failed", route)
-                call.outcome = "internal_error"
-                response = ApiError(500, "Internal error; the server log has the details.", type_="server_error",
-                                    code="internal_error", outcome="internal_error").response()
-            response.headers.update(admission.headers)
-            if not isinstance(response, AnswerStream):  # a stream counts and releases itself at its end
-                call.finish(self)
-                await admission.release()
-            return response
-
-        return run
 
 
 async def metrics(api: Api, request: Request, admission: Admission, call: Call) -> Response:
