@@ -85,7 +85,7 @@ def test_hot_reload_keeps_one_warm_copy_of_the_model(tmp_path):
         for n in range(1, RELOADS + 1):
             # The reloader notes every file's time again after a reload: edit after that.
             time.sleep(0.5)
-            with open(app_dir / "chat" / "ui.py", "a", encoding="utf-8") as source:
+            with open(app_dir / "chat" / "ui" / "page.py", "a", encoding="utf-8") as source:
                 source.write(f"\n# edit {n}\n")  # a developer saving a change
             wait_log(log, r"Changes detected in", n, 30)
             wait_log(log, r"local model taken over", n + 1, 30)
