@@ -21,18 +21,20 @@ def build_providers(
 
         providers["local"] = LocalProvider(settings, kept=kept)
     from .anthropic import AnthropicProvider
+    from .body import ReadPacer
     from .openai import OpenAIProvider
 
+    reads = ReadPacer()  # every streaming body of the process shares the read budget
     providers["openai"] = OpenAIProvider(
-        settings, api_key=settings.openai_api_key, base_url=settings.openai_base_url
+        settings, api_key=settings.openai_api_key, base_url=settings.openai_base_url, reads=reads
     )
     providers["anthropic"] = AnthropicProvider(
-        settings, api_key=settings.anthropic_api_key, base_url=settings.anthropic_base_url
+        settings, api_key=settings.anthropic_api_key, base_url=settings.anthropic_base_url, reads=reads
     )
     if settings.ollama_enabled:
         from .ollama import OllamaProvider
 
-        providers["ollama"] = OllamaProvider(settings)
+        providers["ollama"] = OllamaProvider(settings, reads=reads)
     for spec in catalogue.providers:
         # The variable is named by the catalogue, so it cannot be a Settings
         # field; it is read here, once (environment, then the dotenv file).
@@ -43,5 +45,6 @@ def build_providers(
             api_key_env=spec.api_key_env,
             base_url=spec.base_url,
             key_required=spec.api_key_env is not None,
+            reads=reads,
         )
     return providers

@@ -35,7 +35,7 @@ from ..errors import (
 from ..events import Event, Finish
 from ..messages import ChatRequest
 from .base import Availability, LoopClient, State, guard_stream
-from .body import read_text
+from .body import ReadPacer, read_text
 from .errors_map import clean, make_error, public_url, transport_error, unexpected_error
 from .wire import AnthropicDecoder
 
@@ -48,8 +48,10 @@ API_KEY_ENV = "ANTHROPIC_API_KEY"
 class AnthropicProvider:
     name = "anthropic"
 
-    def __init__(self, settings: Settings, *, api_key: SecretStr | None = None, base_url: str | None = None) -> None:
+    def __init__(self, settings: Settings, *, api_key: SecretStr | None = None, base_url: str | None = None,
+                 reads: ReadPacer | None = None) -> None:
         self._settings = settings
+        self._reads = reads or ReadPacer()  # shared by the process's adapters (build_providers)
         self._api_key = api_key
         self._base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
         self._clients = LoopClient(self._new_client, anthropic.AsyncAnthropic.close)
@@ -112,7 +114,7 @@ class AnthropicProvider:
                 max_tokens=request.max_tokens or self._settings.max_output_tokens,
             ) as response:
                 network = response.http_response.extensions.get("network_stream")
-                async with contextlib.aclosing(read_text(response.iter_bytes(), decoder, network)) as texts:
+                async with contextlib.aclosing(read_text(response.iter_bytes(), decoder, network, self._reads)) as texts:
                     async for delta in texts:
                         yield delta
         if decoder.finish is None:

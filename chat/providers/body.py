@@ -10,14 +10,14 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import AsyncIterator
-from contextlib import aclosing, suppress
+from collections.abc import AsyncIterator, Iterator
+from contextlib import aclosing, contextmanager, suppress
 
 from ..events import TextDelta
 from ..streaming import coalesce
 from .wire import Decoder
 
-__all__ = ["READ_GAP", "read_text"]
+__all__ = ["READ_GAP", "ReadPacer", "read_text"]
 
 log = logging.getLogger(__name__)
 
@@ -26,13 +26,44 @@ log = logging.getLogger(__name__)
 # is at most this much later, far below what the page shows (it updates every
 # CHAT_STREAM_INTERVAL_MS at best).
 READ_GAP = 0.01
+# Under load the gap grows (see ReadPacer), up to this.
+MAX_READ_GAP = 0.05
 # After the end marker, how long the rest of a body may take (the terminating
 # chunk, usually already here) so an HTTP/1.1 connection can be reused.
 _DRAIN_SECONDS = 0.1
 
 
+class ReadPacer:
+    """How far apart the socket reads of one streaming body are, given the load.
+
+    Shared by every adapter of the process (``build_providers``): alone, a
+    stream reads every ``READ_GAP``; when many stream at once they share
+    ``reads_per_s`` socket reads a second (each read and the events it starts
+    cost CPU up the whole stack), so under load each read brings more text
+    and the app slows its reads instead of falling behind — never to more
+    than ``MAX_READ_GAP`` between reads. The first text is never held back.
+    """
+
+    def __init__(self, reads_per_s: float = 400.0) -> None:
+        self.reads_per_s = reads_per_s
+        self.streams = 0
+
+    @contextmanager
+    def streaming(self) -> Iterator[None]:
+        """Count one body streaming for as long as the block runs."""
+        self.streams += 1
+        try:
+            yield
+        finally:
+            self.streams -= 1
+
+    def gap(self) -> float:
+        return min(MAX_READ_GAP, max(READ_GAP, self.streams / self.reads_per_s))
+
+
 async def read_text(
-    chunks: AsyncIterator[bytes], decoder: Decoder, network: object | None = None
+    chunks: AsyncIterator[bytes], decoder: Decoder, network: object | None = None,
+    pacer: ReadPacer | None = None,
 ) -> AsyncIterator[TextDelta]:
     """The text of a response body: one ``TextDelta`` per socket read.
 
@@ -40,13 +71,14 @@ async def read_text(
     chunks that one socket read brought (or that arrived while the consumer
     was busy) are decoded at once and passed up as one delta. ``network`` is the
     response's ``network_stream`` extension, if any: its reads are paced
-    (``_PacedReads``). Raises the decoder's in-stream error after the text that
+    (``_PacedReads``) by ``pacer`` (the process's shared one; a private one if None). Raises the decoder's in-stream error after the text that
     preceded it. Once the end marker came the answer is complete: a failure
     reading the rest of the body changes nothing. Skipped malformed lines are
     logged once, at the end (model id and count only: no request content, no key).
     """
+    pacer = pacer or ReadPacer()
     try:
-        with _PacedReads(network, decoder):
+        with pacer.streaming(), _PacedReads(network, decoder, pacer):
             async with aclosing(coalesce(chunks, 0.0)) as batches:
                 try:
                     async for batch in batches:
@@ -84,15 +116,17 @@ class _PacedReads:
     connection's stream out as the response's ``network_stream`` extension
     (public, meant for upgraded connections); for the duration of one body its
     ``read`` is wrapped so that, once text has arrived, a read starts at least
-    ``READ_GAP`` after the previous one returned. What the upstream sends
+    the pacer's gap (``READ_GAP`` alone, more under load) after the previous
+    one returned. What the upstream sends
     meanwhile waits in the socket buffer and comes back in one read. The
     wrapper is removed before the connection goes back to the pool. Without
     that extension (HTTP/2, a transport without sockets) reads are not paced.
     """
 
-    def __init__(self, network: object | None, decoder: Decoder) -> None:
+    def __init__(self, network: object | None, decoder: Decoder, pacer: ReadPacer) -> None:
         self._network = network
         self._decoder = decoder
+        self._pacer = pacer
         self._read = getattr(network, "read", None)
         self._last = 0.0
 
@@ -111,7 +145,7 @@ class _PacedReads:
 
     async def _paced(self, max_bytes: int, timeout: float | None = None) -> bytes:
         loop = asyncio.get_running_loop()
-        if self._decoder.streamed and (wait := self._last + READ_GAP - loop.time()) > 0:
+        if self._decoder.streamed and (wait := self._last + self._pacer.gap() - loop.time()) > 0:
             await asyncio.sleep(wait)
         try:
             return await self._read(max_bytes, timeout)  # type: ignore[misc]

@@ -33,7 +33,7 @@ from ..errors import ProviderError
 from ..events import Event, Finish
 from ..messages import ChatRequest
 from .base import Availability, LoopClient, State, guard_stream
-from .body import read_text
+from .body import ReadPacer, read_text
 from .errors_map import clean, make_error, public_url, transport_error, unexpected_error
 from .wire import OllamaDecoder
 
@@ -43,8 +43,9 @@ __all__ = ["OllamaProvider"]
 class OllamaProvider:
     name = "ollama"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, reads: ReadPacer | None = None) -> None:
         self._settings = settings
+        self._reads = reads or ReadPacer()  # shared by the process's adapters (build_providers)
         self._host = settings.ollama_host
         self._clients = LoopClient(self._new_client, ollama.AsyncClient.close)
         self._models: list[str] = []  # names from the last successful discovery
@@ -139,7 +140,7 @@ class OllamaProvider:
                     await response.aread()
                     raise ollama.ResponseError(response.text, response.status_code)
                 network = response.extensions.get("network_stream")
-                async with contextlib.aclosing(read_text(response.aiter_bytes(), decoder, network)) as texts:
+                async with contextlib.aclosing(read_text(response.aiter_bytes(), decoder, network, self._reads)) as texts:
                     async for delta in texts:
                         yield delta
         if decoder.finish is None:

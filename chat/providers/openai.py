@@ -35,7 +35,7 @@ from ..errors import (
 from ..events import Event, Finish
 from ..messages import ChatRequest
 from .base import Availability, LoopClient, State, guard_stream
-from .body import read_text
+from .body import ReadPacer, read_text
 from .errors_map import clean, make_error, public_url, transport_error, unexpected_error
 from .wire import OpenAIDecoder
 
@@ -55,7 +55,7 @@ class OpenAIProvider:
 
     ``api_key_env`` names the variable to set when the key is missing; with
     ``key_required=False`` (a compatible server declared without ``api_key_env``)
-    no key is needed.
+    no key is needed. ``reads`` paces socket reads under load (``body.ReadPacer``).
     """
 
     def __init__(
@@ -67,8 +67,10 @@ class OpenAIProvider:
         api_key_env: str | None = "OPENAI_API_KEY",
         base_url: str | None = None,
         key_required: bool = True,
+        reads: ReadPacer | None = None,
     ) -> None:
         self.name = name
+        self._reads = reads or ReadPacer()  # shared by the process's adapters (build_providers)
         self._settings = settings
         self._api_key = api_key
         self._api_key_env = api_key_env
@@ -141,7 +143,7 @@ class OpenAIProvider:
                 model=request.model, messages=[], stream=True, extra_body=params
             ) as response:
                 network = response.http_response.extensions.get("network_stream")
-                async with contextlib.aclosing(read_text(response.iter_bytes(), decoder, network)) as texts:
+                async with contextlib.aclosing(read_text(response.iter_bytes(), decoder, network, self._reads)) as texts:
                     async for delta in texts:
                         yield delta
         if decoder.finish is None:
