@@ -115,6 +115,8 @@ class Settings(BaseSettings):
     resume_grace: float = Field(30.0, gt=0)
     # Shared state: empty = in-process (one replica); redis://[:password@]host:port/db.
     redis_url: SecretStr | None = Field(None, validation_alias=AliasChoices("REDIS_URL", "redis_url"))
+    # Seconds a request body may take to arrive (a slow body gets 408, the server goes on).
+    body_timeout: float = Field(30.0, gt=0)
     # Seconds to wait at start for Redis to accept connections before giving up.
     redis_start_wait: float = Field(10.0, ge=0)
 

@@ -24,6 +24,7 @@ The answer's cost is booked for the caller when it ends (``Gate.metered``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -59,7 +60,13 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 async def chat_completions(api: Api, request: Request, admission: Admission, call: Call) -> Response:
     settings = api.runtime.settings
-    raw = await read_body(request, settings.max_request_bytes)
+    try:
+        async with asyncio.timeout(settings.body_timeout):
+            raw = await read_body(request, settings.max_request_bytes)
+    except TimeoutError:
+        raise ApiError(408, f"The request body did not arrive within {settings.body_timeout:g} s "
+                       "(CHAT_BODY_TIMEOUT). Send it in one go.", code="request_timeout",
+                       outcome="bad_request") from None
     req = parse_completion(raw, default_model=settings.default_model)
     router = api.runtime.router
     route = _resolve(router, req)

@@ -137,6 +137,10 @@ class Streams:
             while outcome is None:
                 payload, outcome = encode_batch(answer, await pump.get(), describe)
                 await self._publish(run, payload, end=outcome is not None)
+                if run.stop_reason is not None and outcome is None:
+                    # A cancellation that landed inside a store call may have been
+                    # turned into a store error there: stop all the same.
+                    raise asyncio.CancelledError
         except asyncio.CancelledError:
             reason = run.stop_reason or "the server is shutting down"
             outcome = "client_closed"
@@ -186,15 +190,16 @@ class Streams:
                         [f"stream:{run.id}:cancel", f"stream:{run.id}:reader"])
                 except StoreUnavailable:
                     cancel = present = None
-                if cancel:
+                if cancel and run.stop_reason is None:
+                    log.info("stream %s: stopped by DELETE", run.id)
                     run.stop("DELETE /v1/streams/" + run.id)
-                    return
                 if present:
                     run.last_seen = now
-            if now - run.last_seen > self.grace:
+            if run.stop_reason is None and now - run.last_seen > self.grace:
                 log.info("stream %s: no client for %g s, stopping it", run.id, self.grace)
                 run.stop(f"no client reconnected within {self.grace:g} s (CHAT_RESUME_GRACE)")
-                return
+            elif run.stop_reason is not None:
+                run.stop(run.stop_reason)  # again, until the run is over
 
     # -- reading ---------------------------------------------------------------------------
 
