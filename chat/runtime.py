@@ -65,7 +65,7 @@ class Runtime:
         store = build_store(settings)
         mirror = None
         if store.shared:
-            mirror = SharedCooldowns(router.cooldowns, store, lambda: build_store(settings))
+            mirror = SharedCooldowns(router.cooldowns, store, lambda: build_store(settings, quiet=True))
         context = ContextManager(settings, RouterSummarizer(router, settings), TokenCounter(),
                                  shared=SharedSummaries(store) if store.shared else None)
         service = ChatService(settings, router, context)

@@ -12,10 +12,11 @@ __all__ = [
 ]
 
 
-def build_store(settings: Settings) -> Store:
-    """``RedisStore`` when ``REDIS_URL`` is set, else ``MemoryStore``. No I/O."""
+def build_store(settings: Settings, *, quiet: bool = False) -> Store:
+    """``RedisStore`` when ``REDIS_URL`` is set, else ``MemoryStore``. No I/O.
+    ``quiet``: a second connection of this replica, whose outages are not logged."""
     if settings.redis_url is None:
         return MemoryStore()
     from .redis import RedisStore
 
-    return RedisStore(settings.redis_url.get_secret_value(), start_wait=settings.redis_start_wait)
+    return RedisStore(settings.redis_url.get_secret_value(), start_wait=settings.redis_start_wait, quiet=quiet)

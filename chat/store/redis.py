@@ -97,9 +97,11 @@ class RedisStore(Store):
     backend = "redis"
     shared = True
 
-    def __init__(self, url: str, *, start_wait: float = 10.0) -> None:
-        """No I/O: connections open on first use, on the loop that uses them."""
+    def __init__(self, url: str, *, start_wait: float = 10.0, quiet: bool = False) -> None:
+        """No I/O: connections open on first use, on the loop that uses them.
+        ``quiet``: log no outages (a second connection of the same replica)."""
         self.url = url
+        self.quiet = quiet
         self.safe_url = redacted(url)
         self.start_wait = start_wait
         try:
@@ -152,12 +154,14 @@ class RedisStore(Store):
         self._retry_at = time.monotonic() + RETRY_AFTER
         if self._down_since is None:
             self._down_since = time.monotonic()
-            log.warning("%s: limits fail open and state stays local until it is back", self._detail)
+            if not self.quiet:
+                log.warning("%s: limits fail open and state stays local until it is back", self._detail)
 
     def _recovered(self) -> None:
         if self._down_since is not None:
-            log.warning("Redis at %s is reachable again after %.1f s", self.safe_url,
-                        time.monotonic() - self._down_since)
+            if not self.quiet:
+                log.warning("Redis at %s is reachable again after %.1f s", self.safe_url,
+                            time.monotonic() - self._down_since)
             self._down_since = None
             self._detail = ""
 
