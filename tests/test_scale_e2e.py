@@ -94,6 +94,11 @@ def test_no_key_wrong_key_and_a_key_in_the_query_string_get_401_and_health_stays
         assert api(url, None, method="GET", path="metrics").status_code == 401
         assert api(url, KEYS["abuse"], method="GET", path="metrics").status_code == 200
         assert httpx.get(url + "health", timeout=30).status_code == 200
+    with httpx.Client(timeout=30) as page:  # a logged-in browser, lured to another site
+        assert page.post(rs.front + "login", data={"username": "alice", "password": "pw-alice"}).status_code == 200
+        assert page.get(rs.front + "config").status_code == 200
+        lured = page.get(rs.front + "config", headers={"Origin": "https://evil.example"})
+        assert lured.status_code == 403 and "alice" not in lured.text
     for log in rs.logs:
         text = log.read_text()
         assert "sk-not-a-key" not in text and KEYS["abuse"] not in text, "keys are never logged"
