@@ -114,7 +114,7 @@ class Settings(BaseSettings):
     # Seconds a resumable stream keeps generating with no client attached.
     resume_grace: float = Field(30.0, gt=0)
     # Shared state: empty = in-process (one replica); redis://[:password@]host:port/db.
-    redis_url: SecretStr | None = Field(None, validation_alias=AliasChoices("REDIS_URL", "redis_url"))
+    redis_url: SecretStr | None = Field(None, validation_alias="REDIS_URL")
     # Seconds a request body may take to arrive (a slow body gets 408, the server goes on).
     body_timeout: float = Field(30.0, gt=0)
     # Seconds to wait at start for Redis to accept connections before giving up.
