@@ -292,7 +292,7 @@ async def _owned(api: Api, request: Request, admission: Admission) -> tuple[str,
     if meta is None:
         raise ApiError(404, f"There is no resumable stream {stream_id!r} (it never existed, was not started with "
                        "X-Resumable: true, or ended more than CHAT_RESUME_GRACE seconds ago).",
-                       code="stream_not_found", outcome="unknown_model")
+                       code="stream_not_found")
     identity = admission.identity
     if identity is None or meta.get("owner") != identity.key:
         raise ApiError(403, f"Stream {stream_id!r} was started by another caller; only they can resume or stop it.",
