@@ -390,3 +390,13 @@ def test_the_page_works_through_nginx_in_chromium_with_login(rs, browser, artifa
     assert "\n".join(bot.all_inner_texts()) == after and "w399" not in after
     page.screenshot(path=str(artifacts_dir / "scale-page-through-nginx.png"), full_page=True)
     page.close()
+
+
+def test_the_openai_sdk_reads_numbered_events_and_heartbeats_between_them_through_nginx(rs):
+    import openai
+
+    with openai.OpenAI(base_url=rs.front + "v1", api_key=KEYS["abuse"], max_retries=0, timeout=30) as sdk:
+        chunks = list(sdk.chat.completions.create(
+            model=GPT, stream=True, messages=[{"role": "user", "content": "[[tokens:4]] [[stall:2.5:2]] pause"}],
+            extra_headers={"X-Resumable": "true"}))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "w0 w1 w2 w3 "

@@ -4,6 +4,8 @@ replica on a real redis-server that the tests stop and start; a wrong
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -18,11 +20,13 @@ from tests.e2e_support import queue_chat, requests_for, tag, write_catalogue
 from tests.e2e_support import wire_env as base_env
 from tests.redis_server import RedisServer
 from tests.scale_support import api, read_sse, text_of, wait_until
-from tests.servers import ROOT, app_process
+from tests.servers import ROOT, app_process, wait_http
 from tests.wire import WireServer
 
 GPT = "openai:wire-gpt"
 KEY = "sk-outage-test"
+DIES = "sk-dies-test"
+LEASE_TTL = 2.0
 
 
 @pytest.fixture(scope="module")
@@ -38,14 +42,15 @@ def setup(wire, tmp_path_factory):
     redis = RedisServer(free_port(), cwd / "redis")
     env = base_env(wire, write_catalogue(cwd), "sk-upstream-fake", CHAT_LOCAL_MODEL_ENABLED="false",
                    REDIS_URL=redis.url, CHAT_REDIS_START_WAIT="30", CHAT_RATE_LIMIT="4/minute",
-                   CHAT_API_KEYS=f"ops:{KEY}", CHAT_HEALTH_TTL="0")
+                   CHAT_API_KEYS=f"ops:{KEY},dies:{DIES}", CHAT_HEALTH_TTL="0",
+                   CHAT_MAX_CONCURRENT_STREAMS="1", CHAT_STREAM_LEASE_TTL=str(LEASE_TTL))
     log = cwd / "app.log"
     starter = threading.Timer(1.5, redis.start)
     starter.start()
     try:
         with app_process(free_port(), env=env, cwd=cwd, log_path=log) as url:
             starter.join()
-            yield url, redis, log
+            yield url, redis, log, env, cwd
     finally:
         starter.cancel()
         redis.stop()
@@ -56,7 +61,7 @@ def ask(text: str, **extra) -> dict:
 
 
 def test_redis_started_late_the_replica_waits_for_it_and_shares_through_it(setup):
-    url, redis, log = setup
+    url, redis, log, _, _ = setup
     health = httpx.get(url + "health", timeout=30).json()
     assert health["store"] == {"backend": "redis", "state": "ok", "detail": redis.url}
     response = api(url, KEY, ask("hello"))
@@ -64,7 +69,7 @@ def test_redis_started_late_the_replica_waits_for_it_and_shares_through_it(setup
 
 
 def test_a_refusal_on_the_page_is_a_note_in_the_chat_saying_when_to_try_again(setup, wire):
-    url, _, _ = setup
+    url, _, _, _, _ = setup
     last = None
     marker = tag()
     for _ in range(5):  # the page's identity here is its address; the limit is 4 a minute
@@ -79,8 +84,41 @@ def test_a_refusal_on_the_page_is_a_note_in_the_chat_saying_when_to_try_again(se
     assert len(requests_for(wire, marker)) == 4
 
 
+def test_a_replica_that_dies_leaves_no_stuck_stream_lease(setup, wire):
+    url, redis, _, env, cwd = setup
+    port = free_port()
+    full = {**{k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ANTHROPIC_", "OLLAMA_"))},
+            **env, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1", "CHAT_ENV_FILE": ""}
+    doomed = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=cwd, env=full,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        other = f"http://127.0.0.1:{port}/"
+        wait_http(other + "health?live=1", 90, doomed)
+        with httpx.Client(timeout=30) as client:
+            with client.stream("POST", other + "v1/chat/completions", headers={"Authorization": f"Bearer {DIES}"},
+                               json=ask("[[tokens:400]] [[delay:0.05]] held", stream=True)) as held:
+                assert held.status_code == 200
+                lines = held.iter_lines()  # kept: dropping it would close the connection
+                assert next(lines).startswith("id: 1")
+                refused = api(url, DIES, ask("a second stream"))
+                assert refused.status_code == 429 and refused.json()["error"]["code"] == "concurrency_limit_exceeded", (refused.headers, refused.text[:300])
+                doomed.send_signal(signal.SIGKILL)  # dies holding its lease
+                died = time.monotonic()
+                doomed.wait(10)
+        time.sleep(0.3)
+        assert api(url, DIES, ask("too soon")).status_code == 429, "the lease is still live for a while"
+        # Requests count against the rate limit (4 a minute) even when refused: one more, once it must be free.
+        time.sleep(max(0.0, died + LEASE_TTL + 0.7 - time.monotonic()))
+        again = api(url, DIES, ask("again"))
+        assert again.status_code == 200, again.text
+    finally:
+        if doomed.poll() is None:
+            doomed.kill()
+            doomed.wait()
+
+
 def test_redis_stopped_mid_run_answers_continue_health_degrades_and_it_reconnects(setup, wire):
-    url, redis, log = setup
+    url, redis, log, _, _ = setup
     with httpx.Client(timeout=30) as client:
         with client.stream("POST", url + "v1/chat/completions", json=ask("[[tokens:40]] [[delay:0.05]] long", stream=True),
                            headers={"Authorization": f"Bearer {KEY}"}) as running:
@@ -128,3 +166,4 @@ def test_a_wrong_redis_url_at_start_is_a_clear_error_naming_it_without_the_passw
         assert result.returncode != 0 and "password" in output and "wrong-pw" not in output
     result = start_app({"REDIS_URL": "http://not-redis.example/"}, tmp_path)
     assert result.returncode != 0 and "not a Redis URL" in result.stdout + result.stderr
+

@@ -189,3 +189,26 @@ def test_urls_are_printed_without_their_password():
     assert redacted("redis://:pw@host:6379/0") == "redis://:***@host:6379/0"
     assert redacted("redis://user:pw@host/0") == "redis://user:***@host/0"
     assert redacted("redis://host:6379/0") == "redis://host:6379/0"
+
+
+async def test_a_lease_is_renewed_while_its_answer_runs_and_freed_at_the_end(redis):
+    gate = Gate(settings(max_concurrent_streams=1, stream_lease_ttl=0.3), RedisStore(redis.url),
+                lambda: load_catalogue(None, include_local=False))
+    who = Identity("key", key("long-answer"))
+    running = await gate.admit(who)
+    await asyncio.sleep(1.0)  # three lease lives: only renewal keeps it
+    with pytest.raises(Refused):
+        await gate.admit(who)
+    await running.release()
+    await (await gate.admit(who)).release()
+
+
+async def test_tokens_of_models_without_prices_count_against_the_daily_token_limit():
+    catalogue = load_catalogue(None, include_local=False)
+    gate = Gate(settings(daily_token_limit=100), MemoryStore(), lambda: catalogue)
+    who = Identity("ip", "198.51.100.7")
+    await gate.book(who, {"ollama:llama3.2:latest": [40, 70]})  # discovered models carry no prices
+    assert await gate.spent(who) == (0.0, 110.0)
+    with pytest.raises(Refused) as refused:
+        await gate.admit(who)
+    assert "CHAT_DAILY_TOKEN_LIMIT" in refused.value.message and refused.value.limit == "budget"

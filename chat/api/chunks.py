@@ -48,7 +48,10 @@ from ..events import (
 
 __all__ = ["DONE", "PING", "Answer", "frame"]
 
-PING = b": ping\n\n"
+# A comment line with no blank line after it: once events carry ids, a blank
+# line would end an empty event that repeats the last id, and the openai SDK
+# (unlike the SSE spec) hands such an event on and fails to parse its data.
+PING = b": ping\n"
 DONE = b"data: [DONE]\n\n"  # the protocol's end marker, not an event of the answer
 # OpenAI's finish reasons; a provider's other words for "it ended" mean stop.
 _FINISH = {"stop": "stop", "length": "length", "max_tokens": "length", "content_filter": "content_filter"}

@@ -59,6 +59,8 @@ def split_events(payload: bytes) -> list[tuple[int, bytes]]:
     """``(id, bytes)`` of each numbered event in ``payload`` (pings dropped)."""
     out: list[tuple[int, bytes]] = []
     for block in payload.split(b"\n\n"):
+        while block.startswith(b":"):  # heartbeat comments before an event
+            block = block.partition(b"\n")[2]
         if block.startswith(b"id: "):
             out.append((int(block[4:block.index(b"\n")]), block + b"\n\n"))
     return out
