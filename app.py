@@ -27,6 +27,7 @@ from chat.catalogue import CatalogueError  # noqa: E402
 from chat.config import load_settings  # noqa: E402
 from chat.runtime import Runtime  # noqa: E402
 from chat.serve import launch  # noqa: E402
+from chat.store import StoreConfigError  # noqa: E402
 from chat.ui import build_demo  # noqa: E402
 
 if gr.NO_RELOAD:
@@ -36,7 +37,7 @@ if gr.NO_RELOAD:
 try:
     settings = load_settings()
     runtime = Runtime.build(settings, kept=kept)
-except (ValidationError, CatalogueError) as exc:
+except (ValidationError, CatalogueError, StoreConfigError, ValueError) as exc:
     raise SystemExit(f"Relay Chat cannot start: {exc}") from None
 demo = build_demo(runtime)
 
@@ -45,6 +46,10 @@ def main() -> None:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    try:
+        runtime.store.check_at_start()  # a wrong REDIS_URL stops here, with the URL (no password) named
+    except StoreConfigError as exc:
+        raise SystemExit(f"Relay Chat cannot start: {exc}") from None
     runtime.start()
     # Everything loaded so far (Gradio, the SDKs, the UI) lives as long as the
     # process: keep it out of the cyclic GC, whose full passes over it stalled

@@ -292,7 +292,8 @@ def main() -> None:
         app_env = {**env, "OPENAI_BASE_URL": f"http://127.0.0.1:{wire_port}/v1", "OPENAI_API_KEY": "sk-bench",
                    "CHAT_MODELS_FILE": str(catalogue), "CHAT_LOCAL_MODEL_ENABLED": "false",
                    "CHAT_OLLAMA_ENABLED": "false", "CHAT_ENV_FILE": "", "GRADIO_SERVER_NAME": "127.0.0.1",
-                   "GRADIO_SERVER_PORT": str(app_port)}
+                   "GRADIO_SERVER_PORT": str(app_port),
+                   "CHAT_MAX_CONCURRENT_STREAMS": "0"}  # every stream comes from one address
         app = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=tmp, env=app_env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:

@@ -223,6 +223,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "CHAT_CONCURRENCY_LIMIT": str(max(64, args.sessions + 8)),
             "CHAT_MAX_THREADS": str(max(200, args.sessions + 40)),
             "CHAT_COOLDOWN_SECONDS": "0",
+            # Every page comes from 127.0.0.1: one identity, not capped at 4 streams.
+            "CHAT_MAX_CONCURRENT_STREAMS": "0",
             "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
         })
         log = open(cwd / "app.log", "wb")

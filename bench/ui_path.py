@@ -252,7 +252,8 @@ async def main(one: int, rounds: int) -> dict[str, Any]:
     wire = f"http://127.0.0.1:{wire_port}"
     env.update({"OPENAI_BASE_URL": f"{wire}/v1", "OPENAI_API_KEY": "sk-bench", "CHAT_MODELS_FILE": str(workdir / "models.toml"),
                 "CHAT_LOCAL_MODEL_ENABLED": "false", "CHAT_OLLAMA_ENABLED": "false", "CHAT_ENV_FILE": "",
-                "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(app_port), "CHAT_LOG_LEVEL": "WARNING"})
+                "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(app_port), "CHAT_LOG_LEVEL": "WARNING",
+                "CHAT_MAX_CONCURRENT_STREAMS": "0"})  # every stream comes from one address
     app_log = open(workdir / "app.log", "wb")  # noqa: SIM115 - closed with the app below
     app_proc = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=workdir, env=env,
                                 stdout=app_log, stderr=subprocess.STDOUT)

@@ -94,6 +94,32 @@ class Settings(BaseSettings):
     # Seconds a /health live check of the providers is reused.
     health_ttl: float = Field(10.0, ge=0)
 
+    # -- sharing and scaling out (identity, limits, shared state; issue #9) --
+    # Comma-separated API keys, each ``key`` or ``name:key``; set: /v1/* and /metrics need one.
+    api_keys: SecretStr | None = None
+    # The page behind Gradio's login: one shared password (any user name) or ``alice:pw1,bob:pw2``.
+    ui_password: SecretStr | None = None
+    ui_users: SecretStr | None = None
+    # Addresses/networks whose X-Forwarded-For is believed (e.g. "127.0.0.1,10.0.0.0/8").
+    trusted_proxies: str = ""
+    # Origins other than the page's own allowed to call it from a browser (CORS).
+    cors_origins: str = ""
+    # Per identity: the ``limits`` library's syntax, e.g. "30/minute" or "30/minute;500/day".
+    rate_limit: str = ""
+    max_concurrent_streams: int = Field(4, ge=0)  # 0: no cap
+    daily_budget_usd: float | None = Field(None, ge=0)
+    daily_token_limit: int | None = Field(None, ge=0)  # models without prices
+    # Seconds a concurrency lease lives unless renewed (a dead replica's leases expire).
+    stream_lease_ttl: float = Field(30.0, gt=0)
+    # Seconds a resumable stream keeps generating with no client attached.
+    resume_grace: float = Field(30.0, gt=0)
+    # Shared state: empty = in-process (one replica); redis://[:password@]host:port/db.
+    redis_url: SecretStr | None = Field(None, validation_alias="REDIS_URL")
+    # Seconds a request body may take to arrive (a slow body gets 408, the server goes on).
+    body_timeout: float = Field(30.0, gt=0)
+    # Seconds to wait at start for Redis to accept connections before giving up.
+    redis_start_wait: float = Field(10.0, ge=0)
+
 
 def env_file() -> str | None:
     """The dotenv file in use: ``CHAT_ENV_FILE``, default ``.env``; empty disables it."""

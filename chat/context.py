@@ -40,6 +40,9 @@ whole history each turn therefore finds its summary again, with no model call;
 two conversations share a summary only if their covered messages are identical.
 Per-message token counts and digests are cached by content (an LRU bounded by
 characters), so a turn costs one dictionary lookup per message, not a recount.
+With ``shared`` (several replicas, ``chat.store.summaries``), the cuts not held
+here are looked up in the shared store once per turn and every new summary is
+written through, so a summary made by one replica is reused by the others.
 
 Failure. If a fold fails (the summarizer raises, times out or returns nothing),
 the oldest turns after the last good summary are dropped instead, a
@@ -66,7 +69,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from itertools import accumulate
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from .config import Settings
 from .errors import ChatError, InputError, ProviderError
@@ -74,6 +77,9 @@ from .events import ContextTrimmed, Event, SummaryInUse, Summarizing
 from .messages import Message
 from .summarizer import Summarizer
 from .tokens import TokenCounter
+
+if TYPE_CHECKING:
+    from .store.summaries import SharedSummaries
 
 __all__ = [
     "SUMMARY_HEADER",
@@ -439,9 +445,11 @@ class ContextManager:
         fold_timeout: float | None = 90.0,
         max_fold_calls: int = 2,
         clock: Callable[[], float] = time.monotonic,
+        shared: SharedSummaries | None = None,
     ) -> None:
         self.settings = settings
         self.summarizer = summarizer
+        self.shared = shared
         self.counter = counter or TokenCounter()
         self.retry_fold_after = retry_fold_after
         self.fold_timeout = fold_timeout
@@ -504,6 +512,8 @@ class ContextManager:
         _check_history(history)
         scale = max((self.counter.scale(m) for m in model_ids), default=1.0)
         view, index = self._view(system_prompt, history)
+        if self.shared is not None:
+            await self._pull_shared(view, index)
 
         latest = view.suffix[view.last]
         room = budget_tokens - math.ceil(view.fixed * scale)
@@ -555,6 +565,8 @@ class ContextManager:
             key = index.key(step.end)
             self._summaries.put(key, Summary(text, step.end, tokens))
             index.keys[step.end] = key
+            if self.shared is not None:
+                await self.shared.save(key, text, step.end, tokens)
             summarized = True
             # After a chunk, keep folding down to the target, not just under the threshold.
             step_limits = replace(limits, threshold=limits.target) if step.capped else limits
@@ -642,6 +654,23 @@ class ContextManager:
         if system_prompt:
             fixed += self.counter.message(Message("system", system_prompt))
         return View(suffix, boundaries, keep_from, fixed), index
+
+    async def _pull_shared(self, view: View, index: _Index) -> None:
+        """Bring the shared summaries of cuts not cached here into the local cache."""
+        wanted: dict[int, bytes] = {}
+        h = hashlib.blake2b(_ROOT, digest_size=16)
+        previous = 0
+        for b in view.boundaries:
+            h.update(b"".join(index.tagged[previous:b]))
+            previous = b
+            if b not in index.keys:
+                wanted[b] = h.copy().digest()
+        if not wanted:
+            return
+        for k, (text, covers, tokens) in (await self.shared.load(wanted)).items():  # type: ignore[union-attr]
+            if covers == k:
+                self._summaries.put(wanted[k], Summary(text, covers, tokens))
+                index.keys[k] = wanted[k]
 
     def _lookup(self, history: Sequence[Message]) -> tuple[list[int], list[bytes]]:
         """Raw text tokens and content digests per message, from the cache where possible."""

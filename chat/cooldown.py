@@ -10,7 +10,10 @@ derived only for display.
 
 The table is shared by every request (Gradio worker threads, several event
 loops), so each method holds a lock. ``bench`` / ``get`` / ``remaining`` /
-``clear`` are the whole interface: a shared store (Redis) can stand behind it.
+``clear`` are the whole interface the router uses. With several replicas the
+table is a local mirror of a shared one (``chat.store.cooldowns``): a
+``listener`` hears this replica's benches and clears (write-through), and
+``mirror`` / ``forget`` apply other replicas' without telling the listener.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from dataclasses import dataclass
 
 from .errors import ProviderError
 
-__all__ = ["MIN_SECONDS", "Bench", "Cooldowns", "clamp_retry_after"]
+__all__ = ["MIN_SECONDS", "Bench", "Benched", "Cooldowns", "clamp_retry_after"]
 
 MIN_SECONDS = 1.0
 
@@ -32,6 +35,18 @@ MIN_SECONDS = 1.0
 class Bench:
     until: float  # on the monotonic clock
     error: ProviderError
+
+
+class Benched(ProviderError):
+    """A bench learned from another replica: only its description travels."""
+
+    reason = "cooling down"
+
+    def describe(self) -> str:
+        return self.message
+
+
+Listener = Callable[[str, "float | None", str], None]  # (model id, seconds benched or None: cleared, why)
 
 
 def clamp_retry_after(seconds: float, max_seconds: float) -> float:
@@ -58,6 +73,7 @@ class Cooldowns:
         self.clock = clock
         self._benched: dict[str, Bench] = {}
         self._lock = threading.Lock()
+        self.listener: Listener | None = None
 
     def seconds_for(self, error: ProviderError) -> float:
         """How long ``error`` benches its model: its clamped Retry-After, else the default."""
@@ -71,6 +87,8 @@ class Cooldowns:
         with self._lock:
             entry = Bench(self.clock() + seconds, error)
             self._benched[model_id] = entry
+        if self.listener is not None:
+            self.listener(model_id, seconds, error.describe())
         return entry
 
     def get(self, model_id: str) -> Bench | None:
@@ -87,4 +105,24 @@ class Cooldowns:
 
     def clear(self, model_id: str) -> None:
         with self._lock:
+            cleared = self._benched.pop(model_id, None)
+        if cleared is not None and self.listener is not None:
+            self.listener(model_id, None, "")
+
+    # -- the mirror of a shared table -----------------------------------------------
+
+    def mirror(self, model_id: str, seconds: float, description: str) -> None:
+        """Bench ``model_id`` for ``seconds`` as another replica did (the listener is not told)."""
+        with self._lock:
+            self._benched[model_id] = Bench(self.clock() + seconds, Benched(description, model=model_id))
+
+    def forget(self, model_id: str) -> None:
+        """Drop a bench another replica cleared (the listener is not told)."""
+        with self._lock:
             self._benched.pop(model_id, None)
+
+    def snapshot(self) -> dict[str, float]:
+        """Seconds left of every active bench, by model."""
+        now = self.clock()
+        with self._lock:
+            return {model: entry.until - now for model, entry in self._benched.items() if entry.until > now}

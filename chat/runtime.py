@@ -1,4 +1,7 @@
-"""Wiring: settings → catalogue → providers → router → context → service.
+"""Wiring: settings → catalogue → providers → router → context → service, and
+the shared state behind them: the store (in-process, or Redis with
+``REDIS_URL``), the gate of limits at the edge, the cooldown mirror and the
+shared summary cache.
 
 ``Runtime.build`` constructs everything without I/O (no model load, no network,
 no SDK client). ``start()`` begins loading the embedded model in the
@@ -13,15 +16,19 @@ import logging
 import secrets
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from .access import ApiKeys, Gate, TrustedProxies, ui_auth
 from .catalogue import LOCAL_MODEL_ID, Catalogue, load_catalogue
 from .config import Settings
 from .context import ContextManager
 from .providers import Provider, build_providers
 from .router import Router
 from .service import ChatService
+from .store import Store, build_store
+from .store.cooldowns import SharedCooldowns
+from .store.summaries import SharedSummaries
 from .summarizer import RouterSummarizer
 from .tokens import TokenCounter
 
@@ -37,6 +44,9 @@ class Runtime:
     providers: Mapping[str, Provider]
     router: Router
     service: ChatService
+    store: Store = field(default=None)  # type: ignore[assignment]  # set by build
+    gate: Gate = field(default=None)  # type: ignore[assignment]
+    cooldown_mirror: SharedCooldowns | None = None
 
     @classmethod
     def build(cls, settings: Settings, providers: Mapping[str, Provider] | None = None,
@@ -50,15 +60,24 @@ class Runtime:
             catalogue = catalogue.with_window(LOCAL_MODEL_ID, settings.local_n_ctx)
         if providers is None:
             providers = build_providers(settings, catalogue, kept=kept)
+        _check_access(settings)
         router = Router(settings, catalogue, providers)
-        context = ContextManager(settings, RouterSummarizer(router, settings), TokenCounter())
+        store = build_store(settings)
+        mirror = None
+        if store.shared:
+            mirror = SharedCooldowns(router.cooldowns, store, lambda: build_store(settings, quiet=True))
+        context = ContextManager(settings, RouterSummarizer(router, settings), TokenCounter(),
+                                 shared=SharedSummaries(store) if store.shared else None)
         service = ChatService(settings, router, context)
-        return cls(settings, catalogue, providers, router, service)
+        gate = Gate(settings, store, lambda: router.catalogue)
+        return cls(settings, catalogue, providers, router, service, store, gate, mirror)
 
     def start(self) -> None:
         """Start background work: load and warm up the embedded model, and
         discover Ollama's models so API callers can use them before any page
         load refreshes the list."""
+        if self.cooldown_mirror is not None:
+            self.cooldown_mirror.start()
         local = self.providers.get("local")
         if local is not None and hasattr(local, "start"):
             local.start()
@@ -111,3 +130,11 @@ class Runtime:
             return value
         except OSError:
             return ""  # Gradio then uses a per-process random key
+
+
+def _check_access(settings: Settings) -> None:
+    """Parse the identity settings now, so a bad entry stops the start (``ValueError``)."""
+    ApiKeys(settings.api_keys.get_secret_value() if settings.api_keys else "")
+    TrustedProxies(settings.trusted_proxies)
+    ui_auth(settings.ui_password.get_secret_value() if settings.ui_password else None,
+            settings.ui_users.get_secret_value() if settings.ui_users else None)

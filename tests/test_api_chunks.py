@@ -52,7 +52,11 @@ def test_booleans_and_floats_are_not_whole_numbers(body):
 
 
 def sse(data: bytes) -> list[dict]:
+    """The JSON documents of the events; every event has an id, numbered 1, 2, … in order."""
     events = [block for block in data.decode().split("\n\n") if block]
+    ids = [int(block.split("\n")[0].removeprefix("id: ")) for block in events]
+    assert ids == list(range(ids[0], ids[0] + len(ids))), ids
+    events = [block.split("\n", 1)[1] for block in events]
     assert all(block.startswith("data: ") for block in events), events
     return [json.loads(block[6:]) for block in events if block != "data: [DONE]"]
 

@@ -15,8 +15,12 @@ clients ignore::
            "finish_reason": null}], "relay": {"notices": [{"type": "fallback", …}]}}
 
 A plain text chunk is spliced from cached bytes and ``orjson.dumps(text)``:
-no per-token dict or model object. SSE framing lives in ``frame`` alone so an
-event id can be added in one place.
+no per-token dict or model object. SSE framing lives in ``frame`` alone.
+
+Every event carries an ``id:``, numbered 1, 2, … per answer (``[DONE]``
+included; ``: ping`` comments have none), so a client that lost the
+connection can name the last event it got (``Last-Event-ID``) and resume a
+resumable stream from the next one (``chat.api.resume``).
 """
 
 from __future__ import annotations
@@ -44,16 +48,21 @@ from ..events import (
 
 __all__ = ["DONE", "PING", "Answer", "frame"]
 
-PING = b": ping\n\n"
+# A comment line with no blank line after it: once events carry ids, a blank
+# line would end an empty event that repeats the last id, and the openai SDK
+# (unlike the SSE spec) hands such an event on and fails to parse its data.
+PING = b": ping\n"
 DONE = b"data: [DONE]\n\n"  # the protocol's end marker, not an event of the answer
 # OpenAI's finish reasons; a provider's other words for "it ended" mean stop.
 _FINISH = {"stop": "stop", "length": "length", "max_tokens": "length", "content_filter": "content_filter"}
 
 
-def frame(data: bytes) -> bytes:
-    """One SSE event carrying ``data`` (a JSON document on one line). Every
-    event goes through here, so an ``id:`` line would be added here."""
-    return b"data: " + data + b"\n\n"
+def frame(data: bytes, event_id: int | None = None) -> bytes:
+    """One SSE event carrying ``data`` (a JSON document on one line, so a
+    blank line only ever ends an event), with its ``id:`` when given."""
+    if event_id is None:
+        return b"data: " + data + b"\n\n"
+    return b"id: " + str(event_id).encode() + b"\ndata: " + data + b"\n\n"
 
 
 def notice(event: Event) -> dict[str, Any] | None:
@@ -97,9 +106,14 @@ class Answer:
     tokens_by_model: dict[str, list[int]] = field(default_factory=dict)  # model → [in, out]
     finish_reason: str = "stop"
     first_text_at: float | None = None  # time.perf_counter() of the first text
+    seq: int = 0  # the id of the last event framed
     _role_sent: bool = False
     _head: bytes = b""
     _head_model: str = ""
+
+    def _frame(self, data: bytes) -> bytes:
+        self.seq += 1
+        return frame(data, self.seq)
 
     # -- following events --------------------------------------------------------
 
@@ -169,13 +183,13 @@ class Answer:
                     + b',"choices":[{"index":0,"delta":{"content":'
                 )
                 self._head_model = self.model
-            return frame(self._head + orjson.dumps(text) + b'},"finish_reason":null}]}')
+            return self._frame(self._head + orjson.dumps(text) + b'},"finish_reason":null}]}')
         delta: dict[str, Any] = {}
         if not self._role_sent:
             delta["role"] = "assistant"
             self._role_sent = True
         delta["content"] = text
-        return frame(orjson.dumps(self._chunk(delta, None)))
+        return self._frame(orjson.dumps(self._chunk(delta, None)))
 
     def _chunk(self, delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
         chunk: dict[str, Any] = {
@@ -191,21 +205,21 @@ class Answer:
         """The last chunk (finish reason), the usage chunk if asked for, ``[DONE]``."""
         delta: dict[str, Any] = {} if self._role_sent else {"role": "assistant", "content": ""}
         self._role_sent = True
-        out = [frame(orjson.dumps(self._chunk(delta, self.finish_reason)))]
+        out = [self._frame(orjson.dumps(self._chunk(delta, self.finish_reason)))]
         if self.include_usage:
-            out.append(frame(orjson.dumps({
+            out.append(self._frame(orjson.dumps({
                 "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
                 "choices": [], "usage": self.usage(),
             })))
-        out.append(DONE)
+        out.append(self._frame(b"[DONE]"))
         return b"".join(out)
 
     def error(self, body: dict[str, Any]) -> bytes:
         """An error after the stream started: the error event, then ``[DONE]``
         (notices not sent yet go first, in a chunk of their own)."""
         out = [self._text_chunk("")] if self.notices else []
-        out.append(frame(orjson.dumps(body)))
-        out.append(DONE)
+        out.append(self._frame(orjson.dumps(body)))
+        out.append(self._frame(b"[DONE]"))
         return b"".join(out)
 
     # -- whole answers ------------------------------------------------------------------

@@ -14,12 +14,17 @@ text, the first heartbeat, the end or an error — whichever comes first:
 
 A client that disconnects stops the answer: before the headers the pump's
 watcher notices; after, Starlette's ``StreamingResponse`` cancels the body and
-``sse.AnswerStream`` closes the pump, and with it the provider stream.
+``sse.AnswerStream`` closes the pump, and with it the provider stream — unless
+the request said ``X-Resumable: true``: then, once the headers are out, the
+answer runs on in a ``resume.StreamRun`` and the response is only its first
+reader (``GET /v1/streams/{id}`` resumes it; ``X-Stream-Id`` names it).
+The answer's cost is booked for the caller when it ends (``Gate.metered``).
 ``stream: false`` collects the same events into one ``chat.completion``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -37,6 +42,7 @@ from .chunks import Answer
 from .errors import ApiError, from_chat_error
 from .metrics import reason_label
 from .pump import END, GONE, PING, EventPump, Failed
+from .resume import FollowStream
 from .schema import CompletionRequest, parse_completion
 from .sse import AnswerStream
 
@@ -54,7 +60,13 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 async def chat_completions(api: Api, request: Request, admission: Admission, call: Call) -> Response:
     settings = api.runtime.settings
-    raw = await read_body(request, settings.max_request_bytes)
+    try:
+        async with asyncio.timeout(settings.body_timeout):
+            raw = await read_body(request, settings.max_request_bytes)
+    except TimeoutError:
+        raise ApiError(408, f"The request body did not arrive within {settings.body_timeout:g} s "
+                       "(CHAT_BODY_TIMEOUT). Send it in one go.", code="request_timeout",
+                       outcome="bad_request") from None
     req = parse_completion(raw, default_model=settings.default_model)
     router = api.runtime.router
     route = _resolve(router, req)
@@ -76,11 +88,15 @@ async def chat_completions(api: Api, request: Request, admission: Admission, cal
     planned = route.chain[0] if route.chain else route.primary
     answer = Answer(router.catalogue, model=planned.id, include_usage=req.include_usage, keep_text=not req.stream)
     chain = ",".join(dict.fromkeys([route.primary.id, *(spec.id for spec in route.chain)]))
-    pump = EventPump(api.runtime.service.respond(turn), settings.sse_heartbeat)
+    events = api.runtime.service.respond(turn)
+    if admission.identity is not None and api.runtime.gate is not None:
+        events = api.runtime.gate.metered(admission.identity, events)
+    pump = EventPump(events, settings.sse_heartbeat)
     pump.watch(request.receive)
+    resumable = request.headers.get("x-resumable", "").strip().lower() == "true"
     try:
         if req.stream:
-            return await _stream(api, pump, answer, chain, admission, call)
+            return await _stream(api, pump, answer, chain, admission, call, resumable=resumable)
         return await _collect(api, pump, answer, chain, call)
     except BaseException:
         pump.close()
@@ -173,7 +189,7 @@ async def _collect(api: Api, pump: EventPump, answer: Answer, chain: str, call: 
 
 
 async def _stream(api: Api, pump: EventPump, answer: Answer, chain: str, admission: Admission,
-                  call: Call) -> Response:
+                  call: Call, *, resumable: bool = False) -> Response:
     """Wait for the first text or heartbeat, then commit the headers and stream."""
     first: list[Any] = []
     pinged = texted = ended = False
@@ -214,10 +230,18 @@ async def _stream(api: Api, pump: EventPump, answer: Answer, chain: str, admissi
 
     api.metrics.active_streams.inc()
     call.streaming = True
+    headers = {**SSE_HEADERS, **_headers(answer, chain), "X-Stream-Id": answer.id}
+    if resumable and admission.identity is not None:
+        run = api.streams.start(
+            pump, answer, opening, failure=failure.error if failure else None, ended=ended,
+            describe=lambda exc: _failure(api, exc).body(), on_end=on_end, owner=admission.identity.key,
+            headers=_headers(answer, chain),
+        )
+        return FollowStream(api.streams.follow_local(run, 0), {**headers, "X-Resumable": "true"},
+                            counts_itself=True)
     return AnswerStream(
         pump, answer, opening, failure=failure.error if failure else None, ended=ended,
-        describe=lambda exc: _failure(api, exc).body(), on_end=on_end,
-        headers={**SSE_HEADERS, **_headers(answer, chain)},
+        describe=lambda exc: _failure(api, exc).body(), on_end=on_end, headers=headers,
     )
 
 

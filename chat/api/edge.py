@@ -8,14 +8,15 @@ headers added to every response of that request, errors included (e.g.
 ``X-RateLimit-*``), and a hook run when the request is over — after the last
 byte of a stream, or at the disconnect (e.g. releasing a concurrency lease).
 
-``OpenEdge`` admits everyone; identity and limits plug in here (issue #9).
+``OpenEdge`` admits everyone; ``chat.api.guard.GuardEdge`` checks API keys
+and the limits of ``chat.access`` (issue #9).
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from starlette.requests import Request
 
@@ -29,6 +30,7 @@ class Admission:
     caller: str = ANONYMOUS
     headers: dict[str, str] = field(default_factory=dict)
     on_release: Callable[[], Awaitable[None]] | None = None
+    identity: Any = None  # the caller's ``chat.access.Identity``, when the edge knows it
 
     async def release(self) -> None:
         """The request is over (idempotent)."""

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -22,7 +23,6 @@ from .edge import ANONYMOUS, Admission, Edge
 from .errors import ApiError
 from .metrics import Metrics
 from .monitor import HealthMonitor
-from .sse import AnswerStream
 
 __all__ = ["Api", "Call", "Handler"]
 
@@ -58,6 +58,7 @@ class Api:
     metrics: Metrics
     health: HealthMonitor
     created: int = field(default_factory=lambda: int(time.time()))
+    streams: Any = None  # ``chat.api.resume.Streams``, set by ``build_routes``
 
     def endpoint(self, route: str, handler: Handler, methods: tuple[str, ...]) -> Callable[[Request], Awaitable[Response]]:
         async def run(request: Request) -> Response:
@@ -86,7 +87,7 @@ class Api:
                 response = ApiError(500, "Internal error; the server log has the details.", type_="server_error",
                                     code="internal_error", outcome="internal_error").response()
             response.headers.update(admission.headers)
-            if not isinstance(response, AnswerStream):  # a stream counts and releases itself at its end
+            if not getattr(response, "counts_itself", False):  # a stream counts and releases itself at its end
                 call.finish(self)
                 await admission.release()
             return response

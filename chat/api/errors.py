@@ -9,7 +9,13 @@ the metrics outcome it counts as (a small fixed set, see ``OUTCOMES``).
     400     invalid_request_error   invalid_json, invalid_value,
                                     content_filter, context_length_exceeded,
                                     upstream_invalid_request  bad_request / refused_upstream
+    401     invalid_request_error   missing_api_key, invalid_api_key    refused
+    403     invalid_request_error   stream_forbidden          refused
     404     invalid_request_error   model_not_found           unknown_model
+            invalid_request_error   stream_not_found          bad_request
+    408     invalid_request_error   request_timeout           bad_request
+    429     rate_limit_error        rate_limit_exceeded, concurrency_limit_exceeded   refused
+            insufficient_quota      insufficient_quota        refused   (Retry-After, retry-after-ms)
     413     invalid_request_error   request_too_large         too_large
     503     service_unavailable     all_models_failed         all_failed  (Retry-After)
     500     server_error            internal_error            internal_error

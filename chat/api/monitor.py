@@ -11,7 +11,9 @@ so a load balancer polling every second does not hammer the providers.
 ``status``: ``down`` when no catalogue model can answer (ready, and its
 provider's check passed) — HTTP 503; ``degraded`` when some can but a provider
 serving catalogue models failed its check or a model is cooling down; else
-``ok``.
+``ok``. With a shared store (Redis) its state is reported too (``store``), and
+an unreachable store makes the status ``degraded``: answers go on, but limits
+fail open and state is not shared until it is back.
 """
 
 from __future__ import annotations
@@ -120,9 +122,10 @@ class HealthMonitor:
                 cooling.append({"model": option.id, "until": utc(until) if until else None,
                                 "reason": option.availability.detail})
         failing = [name for name, check in checks.items() if check.status == "error" and in_use.get(name)]
+        store = await self.runtime.store.probe() if self.runtime.store is not None else None
         if not answerable:
             status = "down"
-        elif failing or cooling:
+        elif failing or cooling or (store is not None and not store.ok):
             status = "degraded"
         else:
             status = "ok"
@@ -133,4 +136,6 @@ class HealthMonitor:
                           for name, check in checks.items()},
             "cooling_down": cooling,
         }
+        if store is not None:
+            body["store"] = store.as_json()
         return (503 if status == "down" else 200), body

@@ -18,8 +18,10 @@ from .endpoint import Api, Call, Handler
 from .errors import ApiError
 from .health import health
 from .metrics import CONTENT_TYPE_LATEST, Metrics
+from .guard import GuardEdge
 from .models import list_models, one_model
 from .monitor import HealthMonitor
+from .resume import Streams, delete_stream, resume_stream
 
 __all__ = ["build_routes"]
 
@@ -30,18 +32,27 @@ async def metrics(api: Api, request: Request, admission: Admission, call: Call) 
     return Response(api.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
+async def streams(api: Api, request: Request, admission: Admission, call: Call) -> Response:
+    handler = delete_stream if request.method == "DELETE" else resume_stream
+    return await handler(api, request, admission, call)
+
+
 async def not_found(api: Api, request: Request, admission: Admission, call: Call) -> Response:
     raise ApiError(404, f"There is no {request.url.path}. The API serves POST {COMPLETIONS}, GET /v1/models, "
-                   "GET /v1/models/{id}, GET /health and GET /metrics.", code="not_found")
+                   "GET /v1/models/{id}, GET and DELETE /v1/streams/{id}, GET /health and GET /metrics.", code="not_found")
 
 
 def build_routes(runtime: Runtime, *, edge: Edge | None = None) -> list[BaseRoute]:
     """The API's routes, to be declared before Gradio's own (they must not be shadowed)."""
-    api = Api(runtime, edge or OpenEdge(), Metrics(), HealthMonitor(runtime))
+    if edge is None:
+        edge = GuardEdge(runtime.settings, runtime.gate) if runtime.gate is not None else OpenEdge()
+    api = Api(runtime, edge, Metrics(), HealthMonitor(runtime))
+    api.streams = Streams(runtime.store, runtime.settings.resume_grace, runtime.settings.sse_heartbeat)
     table: list[tuple[str, Handler, tuple[str, ...]]] = [
         (COMPLETIONS, chat_completions, ("POST",)),
         ("/v1/models", list_models, ("GET",)),
         ("/v1/models/{model_id:path}", one_model, ("GET",)),
+        ("/v1/streams/{stream_id}", streams, ("GET", "DELETE")),
         ("/health", health, ("GET",)),
         ("/metrics", metrics, ("GET",)),
         ("/v1/{rest:path}", not_found, tuple(METHODS)),

@@ -31,12 +31,35 @@ from .chunks import Answer
 from .errors import error_body
 from .pump import END, GONE, PING, EventPump, Failed
 
-__all__ = ["AnswerStream"]
+__all__ = ["AnswerStream", "encode_batch"]
 
 log = logging.getLogger(__name__)
 
 
+def encode_batch(answer: Answer, batch: list[Any],
+                 describe: Callable[[BaseException], dict[str, Any]]) -> tuple[bytes, str | None]:
+    """The bytes for one batch of the pump, and the outcome if the answer ended
+    in it ("ok" or "failed_midstream")."""
+    out: list[bytes] = []
+    events: list[Any] = []
+    for item in batch:
+        if item is PING:
+            out += (answer.encode(events), PING_BYTES)
+            events = []
+        elif item is END:
+            return b"".join(out) + answer.encode(events) + answer.end(), "ok"
+        elif isinstance(item, Failed):
+            return b"".join(out) + answer.encode(events) + answer.error(describe(item.error)), "failed_midstream"
+        elif item is not GONE:
+            events.append(item)
+    if events:
+        out.append(answer.encode(events))
+    return b"".join(out), None
+
+
 class AnswerStream(StreamingResponse):
+    counts_itself = True  # the endpoint leaves counting and releasing to ``on_end``
+
     def __init__(
         self,
         pump: EventPump,
@@ -89,21 +112,7 @@ class AnswerStream(StreamingResponse):
                                           "server_error", code="internal_error"))
 
     def _encode(self, batch: list[Any]) -> bytes:
-        answer = self._answer
-        out: list[bytes] = []
-        events: list[Any] = []
-        for item in batch:
-            if item is PING:
-                out += (answer.encode(events), PING_BYTES)
-                events = []
-            elif item is END:
-                self._outcome = "ok"
-                return b"".join(out) + answer.encode(events) + answer.end()
-            elif isinstance(item, Failed):
-                self._outcome = "failed_midstream"
-                return b"".join(out) + answer.encode(events) + answer.error(self._describe(item.error))
-            elif item is not GONE:
-                events.append(item)
-        if events:
-            out.append(answer.encode(events))
-        return b"".join(out)
+        payload, outcome = encode_batch(self._answer, batch, self._describe)
+        if outcome is not None:
+            self._outcome = outcome
+        return payload

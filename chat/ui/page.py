@@ -13,10 +13,12 @@ from typing import Any
 
 import gradio as gr
 
+from ..access import TrustedProxies
 from ..catalogue import AUTO
 from ..runtime import Runtime
 from ..service import Turn
 from ..streaming import Pacer
+from .access import admit_page
 from .convert import content_text, history_to_messages
 from .menu import MODEL_INFO, model_choices, model_info
 from .updates import answer_updates
@@ -28,6 +30,7 @@ def build_demo(runtime: Runtime) -> gr.Blocks:
     settings = runtime.settings
     service = runtime.service
     pacer = Pacer(settings.stream_interval_ms / 1000)
+    proxies = TrustedProxies(settings.trusted_proxies)
 
     async def respond(
         message: str,
@@ -36,7 +39,13 @@ def build_demo(runtime: Runtime) -> gr.Blocks:
         system_prompt: str | None,
         temperature: float | None,
         max_tokens: float | None,
+        request: gr.Request,
     ):
+        # Limits at the edge, as for the API: a refusal is a note in the chat.
+        identity, ticket, refusal = await admit_page(runtime, request, proxies)
+        if refusal is not None:
+            yield refusal
+            return
         turn = Turn(
             message=message if isinstance(message, str) else content_text(message),
             history=history_to_messages(history),
@@ -47,9 +56,13 @@ def build_demo(runtime: Runtime) -> gr.Blocks:
         )
         # Closed at once when the page goes away or Stop is pressed, so the
         # provider stream closes with it.
-        async with aclosing(answer_updates(service.respond(turn), runtime.router.catalogue, pacer)) as updates:
-            async for update in updates:
-                yield update
+        events = runtime.gate.metered(identity, service.respond(turn))
+        try:
+            async with aclosing(answer_updates(events, runtime.router.catalogue, pacer)) as updates:
+                async for update in updates:
+                    yield update
+        finally:
+            await ticket.release()
 
     def check_message(message: Any, *_: Any):
         # Runs before the textbox is cleared, so a refused message stays where

@@ -1,0 +1,9 @@
+"""Identity and limits at the edge (page and API), decided before the service."""
+
+from __future__ import annotations
+
+from .gate import Gate, Pass, Refused, parse_rate_limit
+from .identity import ANONYMOUS, ApiKeys, Identity, TrustedProxies, ui_auth
+
+__all__ = ["ANONYMOUS", "ApiKeys", "Gate", "Identity", "Pass", "Refused", "TrustedProxies", "parse_rate_limit",
+           "ui_auth"]
