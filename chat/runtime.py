@@ -14,11 +14,14 @@ import secrets
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
+from .cache import MemoryKeyValue, ResponseCache
 from .catalogue import LOCAL_MODEL_ID, Catalogue, load_catalogue
 from .config import Settings
 from .context import ContextManager
+from .preview import Preview
 from .providers import Provider, build_providers
 from .router import Router
 from .service import ChatService
@@ -28,6 +31,16 @@ from .tokens import TokenCounter
 __all__ = ["Runtime"]
 
 log = logging.getLogger(__name__)
+
+
+def response_cache(settings: Settings) -> ResponseCache | None:
+    """The response cache when ``CHAT_RESPONSE_CACHE_TTL`` is set (issue 12).
+
+    Its storage is the store seam's TTL key-value pair; the in-process one
+    stands in here (a shared store replaces it where there is one)."""
+    if not settings.response_cache_ttl:
+        return None
+    return ResponseCache(MemoryKeyValue(), settings.response_cache_ttl)
 
 
 @dataclass
@@ -52,8 +65,13 @@ class Runtime:
             providers = build_providers(settings, catalogue, kept=kept)
         router = Router(settings, catalogue, providers)
         context = ContextManager(settings, RouterSummarizer(router, settings), TokenCounter())
-        service = ChatService(settings, router, context)
+        service = ChatService(settings, router, context, cache=response_cache(settings))
         return cls(settings, catalogue, providers, router, service)
+
+    @cached_property
+    def preview(self) -> Preview:
+        """Title, description, examples and the settings lock (``chat.preview``)."""
+        return Preview.from_settings(self.settings)
 
     def start(self) -> None:
         """Start background work: load and warm up the embedded model, and

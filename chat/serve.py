@@ -7,24 +7,70 @@ says: with SSR on, a Node proxy takes the public port and answers every path
 it does not know — ``/v1/...``, ``/health`` — with the HTML page and 200.
 Gradio's server is kept (rather than mounting on our own FastAPI app) so that
 ``share=True`` still works.
+
+Where (``launch_options``): on Hugging Face Spaces (``SYSTEM=spaces``) the app
+binds 0.0.0.0:7860, as a Space expects, unless ``GRADIO_SERVER_NAME`` /
+``GRADIO_SERVER_PORT`` say otherwise; elsewhere Gradio's defaults
+(127.0.0.1:7860, or those variables). ``CHAT_SHARE=true`` asks for a public
+share link (not on Spaces, which has its own URL); when none can be made
+(offline, a blocked tunnel) the app says so in the log and serves locally.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+from collections.abc import Mapping
 from typing import Any
 
 import gradio as gr
 
 from .api import Edge, build_routes
+from .config import Settings
 from .runtime import Runtime
 
-__all__ = ["launch"]
+__all__ = ["launch", "launch_options", "on_spaces"]
+
+log = logging.getLogger(__name__)
+
+SPACES_HOST, SPACES_PORT = "0.0.0.0", 7860
+
+
+def on_spaces(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether the app runs on Hugging Face Spaces (the variable Spaces and Gradio use)."""
+    return environ.get("SYSTEM") == "spaces"
+
+
+def launch_options(settings: Settings, environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
+    """``launch()`` arguments for where the app runs (see the module docstring)."""
+    options: dict[str, Any] = {"share": settings.share and not on_spaces(environ)}
+    if on_spaces(environ):
+        options["server_name"] = environ.get("GRADIO_SERVER_NAME") or SPACES_HOST
+        options["server_port"] = int(environ.get("GRADIO_SERVER_PORT") or SPACES_PORT)
+    return options
 
 
 def launch(demo: gr.Blocks, runtime: Runtime, *, edge: Edge | None = None, **kwargs: Any) -> None:
-    """``demo.launch(**kwargs)`` with the API's routes on the same port."""
-    kwargs.setdefault("max_threads", runtime.settings.max_threads)
+    """``demo.launch(**kwargs)`` with the API's routes on the same port; blocks
+    until the server stops unless ``prevent_thread_lock=True``."""
+    settings = runtime.settings
+    for name, value in launch_options(settings).items():
+        kwargs.setdefault(name, value)
+    if settings.share and on_spaces():
+        log.info("CHAT_SHARE is ignored on Hugging Face Spaces: the Space's own URL is the link to share")
+    kwargs.setdefault("max_threads", settings.max_threads)
     kwargs.setdefault("show_error", False)
+    kwargs.setdefault("css", getattr(demo, "relay_css", None))
     app_kwargs = dict(kwargs.pop("app_kwargs", None) or {})
     app_kwargs["routes"] = [*build_routes(runtime, edge=edge), *app_kwargs.get("routes", [])]
-    demo.launch(ssr_mode=False, app_kwargs=app_kwargs, **kwargs)
+    block = not kwargs.pop("prevent_thread_lock", False)
+    demo.launch(ssr_mode=False, app_kwargs=app_kwargs, prevent_thread_lock=True, **kwargs)
+    if kwargs.get("share"):
+        if demo.share_url:
+            log.warning("Share link: %s — anyone with this link can use the app (and spend on its keys) "
+                        "unless a login is set", demo.share_url)
+        else:
+            log.warning("CHAT_SHARE=true, but no share link could be created (no network, or the tunnel "
+                        "is blocked): serving locally only, at %s", demo.local_url)
+    if block:
+        demo.block_thread()
