@@ -10,6 +10,7 @@ keep the menu current (``menu``).
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
@@ -102,6 +103,20 @@ def build_demo(runtime: Runtime) -> gr.Blocks:
             async for update in updates:
                 yield [*head, *update]
 
+    async def continue_api(
+        history: list[dict[str, Any]],
+        model: str = settings.default_model,
+        system_prompt: str = settings.system_prompt,
+        temperature: float = settings.temperature,
+        max_tokens: int = settings.max_output_tokens,
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """Continue the last answer of ``history`` (the user's messages and what
+        /chat returned, in order; content as text or text parts). Streams the
+        conversation with that answer extended in place: nothing repeated, a
+        note "⏩ Continued by …" added."""
+        async for update in continue_answer(history, model, system_prompt, temperature, max_tokens):
+            yield update
+
     def check_message(message: Any, *_: Any):
         # Runs before the textbox is cleared, so a refused message stays where
         # the user typed it. The /chat API path is checked by the service.
@@ -163,6 +178,9 @@ def build_demo(runtime: Runtime) -> gr.Blocks:
             chat.saved_conversations.secret = secret
         refresh.click(refresh_models, [model], [model], api_name="refresh_models", queue=False)
         _wire_continue(chat, [model, system_prompt, temperature, max_tokens], continue_answer)
+        # The API's Continue takes the conversation as plain JSON (the Chatbot's
+        # own input would insist on the browser's shape of every message).
+        gr.api(continue_api, api_name="continue", concurrency_limit=settings.concurrency_limit)
 
         # Cooldowns end by themselves: keep the states in the menu current
         # without re-discovering (cheap, and silent when nothing changed).
@@ -205,8 +223,8 @@ def _wire_continue(chat: _ChatInterface, settings_inputs: list[gr.Component], ha
     Stop settles the stopped answer's notes there too (``STOP_JS``: its spinner
     stops, its title says "stopped"). Gradio's queue=False events set no State
     change, so the ChatInterface's own state cannot carry this. Stop cancels a
-    continuation like an answer. ``api_name="continue"``: the chat's messages
-    and the settings in, the messages with the last answer extended out.
+    continuation like an answer. (The API's ``/continue`` is the ``gr.api``
+    endpoint declared in ``build_demo``.)
     """
     chatbot, textbox, state, button = chat.chatbot, chat.textbox, chat.chatbot_state, chat.continue_button
     chatbot.change(None, [chatbot], [button], js=VISIBILITY_JS, api_visibility="undocumented", queue=False,
@@ -221,7 +239,7 @@ def _wire_continue(chat: _ChatInterface, settings_inputs: list[gr.Component], ha
         lambda: (gr.Button(visible=False), gr.Textbox(submit_btn=False, stop_btn=True, interactive=False)),
         None, [button, textbox], api_visibility="undocumented", queue=False,
     )
-    streamed = started.then(handler, [chatbot, *settings_inputs], [chatbot], api_name="continue",
+    streamed = started.then(handler, [chatbot, *settings_inputs], [chatbot], api_visibility="undocumented",
                             concurrency_limit=chat.concurrency_limit, show_progress="hidden")
     # As the interface does after an answer: keep its state and saved chats in step.
     streamed.then(lambda h: h, [chatbot], [state], api_visibility="undocumented", queue=False).then(
