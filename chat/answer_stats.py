@@ -73,7 +73,7 @@ class Figures:
         """The page's one-line summary, e.g. ``first token 0.42 s · 38.5 tok/s ·
         tokens 120 in / 256 out · $0.000171 · total 7.23 s``."""
         approx = "~" if self.estimated else ""
-        parts = ["⚡ cached"] if self.cached else []
+        parts: list[str] = []  # (a cached answer says so in its note's title)
         if self.ttft is not None:
             parts.append(f"first token {self.ttft:.2f} s")
         if self.tokens_per_s is not None:

@@ -22,10 +22,16 @@ from typing import Any
 from ..render import CUT_TITLES, STOPPED
 from .convert import content_text
 
-__all__ = ["STOP_JS", "VISIBILITY_JS", "LastAnswer", "last_answer", "settle"]
+__all__ = ["CLEAR_JS", "STOP_JS", "VISIBILITY_JS", "LastAnswer", "last_answer", "settle"]
 
 ROUTE_MARKS = ("🤖", "⏩")  # how route notes' titles start (chat.render)
 
+# The browser's side, on the page's own value (nothing is sent per update).
+# Stop marks the answer part it stopped (``window.relayStopped``: the last user
+# message's index and the part's id prefix) and settles it; updates of that
+# part still in flight when Stop was pressed would bring its spinner back, so
+# every change of the chat settles a marked part again. Any new stream clears
+# the mark (``CLEAR_JS``).
 _COMMON_JS = """
   const msgs = history || [];
   let user = -1;
@@ -33,29 +39,42 @@ _COMMON_JS = """
   const meta = (m) => (m && m.metadata) || {};
   const part = (m) => String(meta(m).id || "").replace(/-[^-]*$/, "");
   const notes = user < 0 ? [] : msgs.slice(user + 1).filter((m) => meta(m).title);
-  const last = notes.length ? part(notes[notes.length - 1]) : null;
-  const mine = notes.filter((m) => part(m) === last);
-"""
-
-# The chat changed: show Continue when the last answer's last part is cut.
-VISIBILITY_JS = "(history) => {" + _COMMON_JS + """
-  const cut = mine.some((m) => String(meta(m).title).includes(STOPPED)
-                               || CUT.some((t) => String(meta(m).title).startsWith(t)));
-  return {__type__: "update", visible: cut};
-}""".replace("STOPPED", json.dumps(STOPPED)).replace("CUT", json.dumps(list(CUT_TITLES)))
-
-# Stop was pressed: the streaming part's pending notes are done, its route note
-# says "stopped", and Continue shows.
-STOP_JS = "(history) => {" + _COMMON_JS + """
-  if (!mine.some((m) => meta(m).status === "pending")) return [{__type__: "update"}, {__type__: "update"}];
-  const out = msgs.map((m, i) => {
-    if (i <= user || meta(m).status !== "pending") return m;
+  const last = notes.length ? part(notes[notes.length - 1]) : "note";
+  const key = user + "|" + last;
+  const settle = () => msgs.map((m, i) => {
+    if (i <= user || meta(m).status !== "pending" || part(m) !== last) return m;
     const md = {...meta(m), status: "done"};
     if (md.log || ROUTE.some((r) => String(md.title).startsWith(r))) md.title = md.title + " · " + STOPPED;
     return {...m, metadata: md};
   });
-  return [out, {__type__: "update", visible: true}];
-}""".replace("STOPPED", json.dumps(STOPPED)).replace("ROUTE", json.dumps(list(ROUTE_MARKS)))
+  const cut = (list) => list.slice(user + 1).some((m) => part(m) === last && meta(m).title
+    && (String(meta(m).title).includes(STOPPED) || CUT.some((t) => String(meta(m).title).startsWith(t))));
+  const pending = notes.some((m) => part(m) === last && meta(m).status === "pending");
+"""
+
+
+def _js(body: str) -> str:
+    return ("(history) => {" + _COMMON_JS + body + "}").replace("STOPPED", json.dumps(STOPPED)).replace(
+        "ROUTE", json.dumps(list(ROUTE_MARKS))).replace("CUT", json.dumps(list(CUT_TITLES)))
+
+
+# Stop was pressed: the streaming part is settled ("stopped"), Continue shows.
+STOP_JS = _js("""
+  if (user < 0) return [{__type__: "update"}, {__type__: "update"}];
+  window.relayStopped = key;
+  if (!pending) return [{__type__: "update"}, {__type__: "update", visible: cut(msgs)}];
+  return [settle(), {__type__: "update", visible: true}];
+""")
+
+# The chat changed: settle a stopped part again if a late update un-settled it;
+# show Continue when the last answer's last part is cut.
+VISIBILITY_JS = _js("""
+  if (pending && window.relayStopped === key) return [settle(), {__type__: "update", visible: true}];
+  return [{__type__: "update"}, {__type__: "update", visible: user >= 0 && cut(msgs)}];
+""")
+
+# A new answer or continuation starts: nothing is stopped.
+CLEAR_JS = "() => { window.relayStopped = null; }"
 
 
 def _metadata(message: Any) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from ..render import AnswerView
 from ..runtime import Runtime
 from ..service import Turn
 from ..streaming import Pacer
-from .continuing import STOP_JS, VISIBILITY_JS, last_answer, settle
+from .continuing import CLEAR_JS, STOP_JS, VISIBILITY_JS, last_answer, settle
 from .convert import content_text, history_to_messages
 from .menu import MODEL_INFO, model_choices, model_info
 from .updates import answer_updates
@@ -103,6 +103,16 @@ def build_demo(runtime: Runtime) -> gr.Blocks:
             async for update in updates:
                 yield [*head, *update]
 
+    async def continue_page(*args: Any):
+        # A raised error would end Gradio's chain after this event (the textbox
+        # would keep its stop button): a toast says what went wrong instead.
+        try:
+            async with aclosing(continue_answer(*args)) as updates:
+                async for update in updates:
+                    yield update
+        except gr.Error as exc:
+            gr.Warning(exc.message, title=exc.title)
+
     async def continue_api(
         history: list[dict[str, Any]],
         model: str = settings.default_model,
@@ -177,7 +187,7 @@ def build_demo(runtime: Runtime) -> gr.Blocks:
         if secret:
             chat.saved_conversations.secret = secret
         refresh.click(refresh_models, [model], [model], api_name="refresh_models", queue=False)
-        _wire_continue(chat, [model, system_prompt, temperature, max_tokens], continue_answer)
+        _wire_continue(chat, [model, system_prompt, temperature, max_tokens], continue_page)
         # The API's Continue takes the conversation as plain JSON (the Chatbot's
         # own input would insist on the browser's shape of every message).
         gr.api(continue_api, api_name="continue", concurrency_limit=settings.concurrency_limit)
@@ -221,16 +231,18 @@ def _wire_continue(chat: _ChatInterface, settings_inputs: list[gr.Component], ha
     Whether it shows is decided in the browser (``continuing.VISIBILITY_JS``
     on every change of the chat: no server round trip per streamed update);
     Stop settles the stopped answer's notes there too (``STOP_JS``: its spinner
-    stops, its title says "stopped"). Gradio's queue=False events set no State
-    change, so the ChatInterface's own state cannot carry this. Stop cancels a
+    stops, its title says "stopped"). (Gradio's queue=False events trigger no
+    State change listener, so no server hook after a turn could do it.) Stop cancels a
     continuation like an answer. (The API's ``/continue`` is the ``gr.api``
     endpoint declared in ``build_demo``.)
     """
     chatbot, textbox, state, button = chat.chatbot, chat.textbox, chat.chatbot_state, chat.continue_button
-    chatbot.change(None, [chatbot], [button], js=VISIBILITY_JS, api_visibility="undocumented", queue=False,
-                   show_progress="hidden")
-    textbox.stop(None, [chatbot], [chatbot, button], js=STOP_JS, api_visibility="undocumented", queue=False,
-                 show_progress="hidden")
+    quiet: dict[str, Any] = {"api_visibility": "undocumented", "queue": False, "show_progress": "hidden"}
+    chatbot.change(None, [chatbot], [chatbot, button], js=VISIBILITY_JS, **quiet)
+    textbox.stop(None, [chatbot], [chatbot, button], js=STOP_JS, **quiet)
+    for trigger in (textbox.submit, chatbot.retry, chatbot.edit, chatbot.example_select, chatbot.option_select,
+                    button.click):
+        trigger(None, None, None, js=CLEAR_JS, **quiet)
 
     def save(conversation_id: Any, history: list[Any], saved: list[Any]):
         return chat._save_conversation(conversation_id, history, saved)  # the interface's own save
