@@ -13,10 +13,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "load_settings"]
+__all__ = ["Settings", "is_file", "load_settings", "looks_like_path"]
 
 
 class Settings(BaseSettings):
@@ -119,6 +119,45 @@ class Settings(BaseSettings):
     body_timeout: float = Field(30.0, gt=0)
     # Seconds to wait at start for Redis to accept connections before giving up.
     redis_start_wait: float = Field(10.0, ge=0)
+    # -- previews, share links, response cache (issue 12) --------------------
+    title: str = "Relay Chat"
+    description: str = ""  # markdown shown above the chat
+    # Example prompts: "first|second|third", or the path of a file with one per line.
+    examples: str = ""
+    # Hide the model, system prompt, temperature and max-tokens controls; every
+    # answer uses the configured values, whatever a request sends.
+    lock_settings: bool = False
+    share: bool = False  # a public Gradio share link (ignored on Hugging Face Spaces)
+    # Seconds a complete answer is replayed for the same request; 0 = off.
+    response_cache_ttl: float = Field(0.0, ge=0, allow_inf_nan=False)
+
+    @field_validator("examples")
+    @classmethod
+    def _examples_file_exists(cls, value: str) -> str:
+        if not is_file(value) and looks_like_path(value):
+            raise ValueError(
+                f"CHAT_EXAMPLES names a file that does not exist: {value!r}. Give the path of a text "
+                "file with one example per line, or the examples themselves separated by '|'."
+            )
+        return value
+
+
+def is_file(value: str) -> bool:
+    """Whether ``value`` names an existing file (a long list of examples is no file name)."""
+    try:
+        return Path(value.strip()).expanduser().is_file()
+    except (OSError, ValueError):  # too long for a file name, a NUL byte...
+        return False
+
+
+def looks_like_path(value: str) -> bool:
+    """Whether a ``CHAT_EXAMPLES`` value that is not an existing file was meant as
+    one: no ``|``, no spaces, and a ``/`` or a ``.txt`` / ``.md`` ending
+    ("What is 1/2 of 10?" is an example; "prompts/demo.txt" a missing file)."""
+    value = value.strip()
+    if not value or "|" in value or any(c.isspace() for c in value):
+        return False
+    return "/" in value or value.lower().endswith((".txt", ".md"))
 
 
 def env_file() -> str | None:

@@ -11,10 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
+    "Cached",
     "ContextTrimmed",
     "Event",
     "FallingBack",
     "Finish",
+    "InputEstimate",
     "ModelSelected",
     "Progress",
     "Retrying",
@@ -124,6 +126,29 @@ class ContextTrimmed:
     reason: str
 
 
+# -- from the service -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class InputEstimate:
+    """The service's estimate of the input tokens of the request it sends (for
+    live figures: providers report the real count in ``Usage``, most only at
+    the end of the answer)."""
+
+    tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class Cached:
+    """This answer is a replay of a complete answer stored ``age`` seconds ago
+    (the response cache): no model is called. The token counts are the
+    original answer's; nothing is spent on this one."""
+
+    age: float
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+
+
 Event = (
     TextDelta
     | Usage
@@ -135,4 +160,6 @@ Event = (
     | Summarizing
     | SummaryInUse
     | ContextTrimmed
+    | InputEstimate
+    | Cached
 )

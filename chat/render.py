@@ -13,15 +13,24 @@ inside other objects. With dicts a growing answer travels as an ``append`` of
 its new text; a ``ChatMessage`` would be resent whole on every update
 (quadratic bytes). Every call builds fresh dicts, since Gradio keeps the
 previous update by reference to diff against.
+
+The route note (which model answers) carries the answer's live figures
+(``chat.answer_stats``) in ``metadata.log`` — a short string replaced on each
+update, so the answer itself still travels as appends — and ``status``
+"pending" while the answer streams, "done" once it ended: a stopped answer
+keeps "pending" in the browser, which is how the page knows it was cut.
+Answers of the embedded model carry the ``DEMO_BADGE``; replayed answers say
+"cached".
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
+from .answer_stats import AnswerStats
 from .catalogue import Catalogue
 from .events import (
+    Cached,
     ContextTrimmed,
     Event,
     FallingBack,
@@ -35,18 +44,33 @@ from .events import (
     Usage,
 )
 
-__all__ = ["AnswerView"]
+__all__ = ["CACHED", "CUT_TITLES", "DEMO_BADGE", "FAILED_TITLE", "LENGTH_TITLE", "STOPPED", "AnswerView"]
+
+DEMO_BADGE = "🧪 offline demo model — limited answers"
+CACHED = "⚡ cached"
+STOPPED = "⏹ stopped"
+FAILED_TITLE = "❌ The answer could not be completed"
+LENGTH_TITLE = "✂️ The answer reached the max output tokens"
+CUT_TITLES = (FAILED_TITLE, LENGTH_TITLE)  # notes of an answer that Continue may extend
 
 
 class AnswerView:
-    def __init__(self, catalogue: Catalogue) -> None:
+    def __init__(self, catalogue: Catalogue, *, prefix: str = "", continuing: bool = False,
+                 ids: str = "note") -> None:
+        """``prefix``: the answer so far when this view continues it (Continue);
+        ``continuing`` titles the route note as a continuation; ``ids`` prefixes
+        the notes' ids (unique among the notes of one answer)."""
         self._catalogue = catalogue
-        self._text = ""
+        self._text = prefix
+        self._continuing = continuing
+        self._ids = ids
+        self.stats = AnswerStats(catalogue)
+        self._ended = False
+        self._cached = False
         self._parts: list[str] = []  # deltas not yet joined into _text
         self._notes: list[dict[str, object]] = []
         self._summary_note: dict[str, object] | None = None
         self._route_note: dict[str, object] | None = None
-        self._started = time.monotonic()
         self.model_id: str | None = None
         self.usage: Usage | None = None
         self.finish_reason: str | None = None
@@ -67,6 +91,7 @@ class AnswerView:
         return f"{spec.label} ({model_id})" if spec else model_id
 
     def apply(self, event: Event) -> None:
+        self.stats.apply(event)
         match event:
             case TextDelta(text=text):
                 self._parts.append(text)
@@ -112,11 +137,13 @@ class AnswerView:
                 self._progress = detail
             case Usage():
                 self.usage = event
+            case Cached():
+                self._cached = True
             case Finish(reason=reason):
                 self.finish_reason = reason
                 if reason == "length":
                     self._notes.append({
-                        "title": "✂️ The answer reached the max output tokens",
+                        "title": LENGTH_TITLE,
                         "content": "Raise “Max output tokens” in the settings for longer answers.",
                     })
                 elif reason == "loop":
@@ -125,19 +152,26 @@ class AnswerView:
                         "content": "The answer ends where it started to loop. Ask again, or pick another model.",
                     })
 
-    def _cost(self) -> float | None:
-        """USD for this call from the catalogue's prices, when both are known."""
-        spec = self._catalogue.get(self.model_id or "")
-        usage = self.usage
-        if spec is None or usage is None or spec.input_cost_per_mtok is None or spec.output_cost_per_mtok is None:
-            return None
-        return ((usage.input_tokens or 0) * spec.input_cost_per_mtok
-                + (usage.output_tokens or 0) * spec.output_cost_per_mtok) / 1_000_000
-
     def _route_title(self) -> str:
-        """Which model answered — said only once it did (or is doing so)."""
+        """Which model answered — said only once it did (or is doing so) — and
+        the badges: an embedded model's answer, a cached one."""
+        title = self._who()
+        if any(model_id.partition(":")[0] == "local" for model_id in self._writers()):
+            title += f" · {DEMO_BADGE}"
+        if self._cached:
+            title += f" · {CACHED}"
+        return title
+
+    def _writers(self) -> tuple[str, ...]:
+        return self.stats.models() or ((self.model_id,) if self.model_id else ())
+
+    def _who(self) -> str:
         assert self.model_id is not None
         label = self._label(self.model_id)
+        if self._continuing:
+            if self._failed:
+                return f"⏩ Continuing: tried {label} last; no model completed it"
+            return f"⏩ Continued by {label}" + (" (after a fallback)" if self._switched else "")
         auto = ""
         if self._tier:
             spec = self._catalogue.get(self.model_id)
@@ -153,9 +187,15 @@ class AnswerView:
             return f"🤖 {auto}{label}"
         return f"🤖 {auto}{text}" if auto else f"🤖 {text[0].upper()}{text[1:]}"
 
+    def close(self) -> None:
+        """The answer's stream is over (whatever ended it): the route note is done."""
+        self._ended = True
+        self.stats.end()
+
     def fail(self, message: str) -> None:
+        self.close()
         self._failed = True
-        self._notes.append({"title": "❌ The answer could not be completed", "content": message})
+        self._notes.append({"title": FAILED_TITLE, "content": message})
 
     def messages(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -169,24 +209,19 @@ class AnswerView:
                 "content": f"{who} finished without writing anything. Send the message again, "
                            "rephrase it, or pick another model.",
             })
-        elif self._progress and not self.text and not self._failed:
+        elif self._progress and self.stats.first_text_at is None and not self._failed:
             notes.append({"title": "⏳ Working…", "content": self._progress, "status": "pending"})
         for index, note in enumerate(notes):
-            metadata: dict[str, object] = {"title": str(note["title"]), "id": f"note-{index}"}
+            metadata: dict[str, object] = {"title": str(note["title"]), "id": f"{self._ids}-{index}"}
             if "status" in note:
                 metadata["status"] = note["status"]
             out.append({"role": "assistant", "content": str(note["content"]), "metadata": metadata})
-        if self._route_note is not None and self.usage is not None:
-            details = []
-            if self.usage.input_tokens is not None:
-                details.append(f"{self.usage.input_tokens} input tokens")
-            if self.usage.output_tokens is not None:
-                details.append(f"{self.usage.output_tokens} output tokens")
-            cost = self._cost()
-            if cost is not None:
-                details.append(f"≈ ${cost:.6f}".rstrip("0").rstrip(".") if cost else "no cost")
-            details.append(f"{time.monotonic() - self._started:.1f} s")
-            out[len([n for n in (self._summary_note,) if n])]["metadata"]["log"] = ", ".join(details)
+        if self._route_note is not None:
+            route = out[len([n for n in (self._summary_note,) if n])]["metadata"]
+            ended = self._ended or self.finish_reason is not None
+            route["status"] = "done" if ended else "pending"
+            if self.stats.first_text_at is not None or ended:
+                route["log"] = self.stats.figures().line()
         if self.text or not out:
             out.append({"role": "assistant", "content": self.text, "metadata": {}})
         return out

@@ -17,12 +17,15 @@ import secrets
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from .access import ApiKeys, Gate, TrustedProxies, ui_auth
+from .cache import MemoryKeyValue, ResponseCache
 from .catalogue import LOCAL_MODEL_ID, Catalogue, load_catalogue
 from .config import Settings
 from .context import ContextManager
+from .preview import Preview
 from .providers import Provider, build_providers
 from .router import Router
 from .service import ChatService
@@ -35,6 +38,15 @@ from .tokens import TokenCounter
 __all__ = ["Runtime"]
 
 log = logging.getLogger(__name__)
+
+
+def response_cache(settings: Settings, store: Store) -> ResponseCache | None:
+    """The response cache when ``CHAT_RESPONSE_CACHE_TTL`` is set (issue 12):
+    in the shared store when there is one (Redis: every replica replays an
+    answer any of them stored), else in a bounded in-process table."""
+    if not settings.response_cache_ttl:
+        return None
+    return ResponseCache(store if store.shared else MemoryKeyValue(), settings.response_cache_ttl)
 
 
 @dataclass
@@ -68,9 +80,14 @@ class Runtime:
             mirror = SharedCooldowns(router.cooldowns, store, lambda: build_store(settings, quiet=True))
         context = ContextManager(settings, RouterSummarizer(router, settings), TokenCounter(),
                                  shared=SharedSummaries(store) if store.shared else None)
-        service = ChatService(settings, router, context)
+        service = ChatService(settings, router, context, cache=response_cache(settings, store))
         gate = Gate(settings, store, lambda: router.catalogue)
         return cls(settings, catalogue, providers, router, service, store, gate, mirror)
+
+    @cached_property
+    def preview(self) -> Preview:
+        """Title, description, examples and the settings lock (``chat.preview``)."""
+        return Preview.from_settings(self.settings)
 
     def start(self) -> None:
         """Start background work: load and warm up the embedded model, and

@@ -10,6 +10,10 @@ model: the service compacts harder and retries it once (without announcing the
 model again). If it still refuses, its real window is smaller than the
 catalogue says: the next model whose window fits answers the normally planned
 request instead, with a ``FallingBack`` notice saying why.
+
+Before each request the service tells its estimate of the input tokens
+(``InputEstimate``, for live figures). With a response cache (``chat.cache``),
+a complete answer to the same request is replayed instead of asking a model.
 """
 
 from __future__ import annotations
@@ -17,11 +21,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from .cache import Recording, ResponseCache
+from .catalogue import AUTO
 from .config import Settings
 from .context import ContextManager, PreparedContext
 from .continuation import continue_instruction
 from .errors import ContextLengthExceeded, InputError, ProviderError
-from .events import Event, FallingBack, ModelSelected, TextDelta, Usage
+from .events import Event, FallingBack, InputEstimate, ModelSelected, TextDelta, Usage
 from .messages import Message
 from .router import Router
 
@@ -47,10 +53,12 @@ class Turn:
 
 
 class ChatService:
-    def __init__(self, settings: Settings, router: Router, context: ContextManager) -> None:
+    def __init__(self, settings: Settings, router: Router, context: ContextManager,
+                 cache: ResponseCache | None = None) -> None:
         self.settings = settings
         self.router = router
         self.context = context
+        self.cache = cache
 
     def message_problem(self, message: str) -> str | None:
         """What is wrong with ``message`` and what is allowed, or None if it can be sent."""
@@ -102,8 +110,40 @@ class ChatService:
         return tokens
 
     async def respond(self, turn: Turn) -> AsyncIterator[Event]:
-        """Stream the answer to ``turn`` as events; raises ``ChatError`` subclasses."""
+        """Stream the answer to ``turn`` as events; raises ``ChatError`` subclasses.
+
+        With the response cache on, a complete answer to the same request is
+        replayed (no model called), and a new complete answer is stored."""
         self.validate(turn)
+        cache = self.cache
+        if cache is None or turn.answer_so_far:
+            async for event in self._answer(turn):
+                yield event
+            return
+        key = self._cache_key(turn)
+        stored = await cache.get(key)
+        if stored is not None:
+            async for event in stored.replay():
+                yield event
+            return
+        recording = Recording()
+        async for event in self._answer(turn):
+            recording.add(event)
+            yield event
+        # Reached only when the answer ran to its end: a stopped (closed) or
+        # failed one never gets here.
+        await cache.put(key, recording)
+
+    def _cache_key(self, turn: Turn) -> str:
+        model = turn.model_id
+        if model != AUTO:
+            model = self.router.resolve(model, turn.message).primary.id  # "ollama:x" is "ollama:x:latest"
+        return ResponseCache.key(
+            model=model, system_prompt=turn.system_prompt, messages=(*turn.history, Message("user", turn.message)),
+            temperature=turn.temperature, max_tokens=turn.max_tokens or self.settings.max_output_tokens,
+        )
+
+    async def _answer(self, turn: Turn) -> AsyncIterator[Event]:
         route = self.router.resolve(turn.model_id, turn.message)
         # Plan for the chosen model's window; fallbacks too small for the
         # planned request are skipped by the router (min_window below).
@@ -135,6 +175,7 @@ class ChatService:
                         yield item
                 assert prepared is not None
                 normal = normal or prepared
+            estimated = False
             streamed = False
             # A continuation request carries the partial answer too: its
             # reported size says nothing about our estimate.
@@ -166,6 +207,10 @@ class ChatService:
                     elif isinstance(event, Usage) and event.input_tokens and calibrate:
                         self.context.observe(model_id, prepared.estimated_tokens, event.input_tokens)
                     yield event
+                    if not estimated and isinstance(event, ModelSelected):
+                        estimated = True
+                        counter = self.context.counter
+                        yield InputEstimate(counter.calibrated(prepared.estimated_tokens, model_id) + continued)
                 return
             except ContextLengthExceeded as exc:
                 if streamed:

@@ -44,6 +44,7 @@ class Reply:
     usage: Usage | None = None
     progress: int = 0  # Progress events before the first token, ...
     progress_interval: float = 0.0  # ... each after this many seconds
+    finish_reason: str = "stop"  # e.g. "length": cut off by the max output tokens
 
 
 class ScriptedProvider:
@@ -103,7 +104,7 @@ class ScriptedProvider:
                 yield reply.usage
             completed = True
             if reply.finish:
-                yield Finish("stop")
+                yield Finish(reply.finish_reason)
         finally:
             self.active -= 1
             if not completed:

@@ -13,6 +13,7 @@ from chat.api.schema import parse_completion
 from chat.catalogue import Catalogue, ModelSpec
 from chat.events import FallingBack, Finish, ModelSelected, Retrying, TextDelta, Usage
 from chat.messages import Message
+from chat.tokens import estimate_tokens
 
 CATALOGUE = Catalogue(models=(ModelSpec("p:a", "A", "fast", 8000), ModelSpec("q:b", "B", "premium", 8000)))
 
@@ -75,8 +76,16 @@ def test_text_is_batched_per_model_and_each_chunk_names_its_writer():
     notices = [n["type"] for c in chunks for n in c.get("relay", {}).get("notices", [])]
     assert notices == ["model", "fallback", "model", "retry"]
     assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
-    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == {
+    usage = chunks[-1]["usage"]
+    assert chunks[-1]["choices"] == [] and {k: usage[k] for k in ("prompt_tokens", "completion_tokens",
+                                                                     "total_tokens")} == {
         "prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
+    # The live figures ride along: both writers, q:b's reported 4 tokens plus an
+    # estimate for the text p:a wrote before it failed (no report from p:a).
+    relay = usage["relay"]
+    assert relay["models"] == ["p:a", "q:b"] and relay["cached"] is False
+    assert relay["estimated"] is True and relay["output_tokens"] == 4 + estimate_tokens("Hello wor")
+    assert relay["input_tokens"] == 3 and 0 <= relay["ttft_s"] <= relay["duration_s"]
     assert data.endswith(b"data: [DONE]\n\n")
     assert {c["id"] for c in chunks} == {answer.id}
     assert answer.headers() == {"X-Model-Name": "p:a", "X-Model-Tier": "fast", "X-Fallback-Used": "true"}

@@ -7,7 +7,7 @@ import pytest
 
 from chat.catalogue import Catalogue, ModelSpec
 from chat.errors import AllModelsFailed, ContextLengthExceeded, InputError, InvalidRequest, RateLimited
-from chat.events import ContextTrimmed, FallingBack, ModelSelected, Summarizing, SummaryInUse, TextDelta, Usage
+from chat.events import ContextTrimmed, FallingBack, Finish, ModelSelected, Summarizing, SummaryInUse, TextDelta, Usage
 from chat.messages import Message
 from chat.render import AnswerView
 from chat.runtime import Runtime
@@ -155,8 +155,8 @@ def test_summary_and_usage_notes():
     assert messages[0]["metadata"]["title"].startswith("📝 Earlier conversation summarized (12 messages)")
     assert messages[0]["content"] == "Alice chose plan B."
     assert "Auto → fast tier" in messages[1]["metadata"]["title"]
-    assert "100 input tokens" in messages[1]["metadata"]["log"]
-    assert "≈ $0.00015" in messages[1]["metadata"]["log"]  # 100 x $1/M + 5 x $10/M
+    assert "tokens 100 in / 5 out" in messages[1]["metadata"]["log"]
+    assert "$0.00015" in messages[1]["metadata"]["log"]  # 100 x $1/M + 5 x $10/M
     assert messages[-1]["content"] == "Hi"
 
 
@@ -181,7 +181,7 @@ def test_history_from_the_browser_and_the_api_is_one_shape():
 def test_a_failed_summary_leaves_no_spinner_behind():
     view = AnswerView(CATALOGUE)
     for event in (Summarizing(8), ContextTrimmed(8, "summarizing failed: rate limited; the oldest messages were left out"),
-                  ModelSelected("fake:a", "Model A"), TextDelta("Hi")):
+                  ModelSelected("fake:a", "Model A"), TextDelta("Hi"), Finish("stop")):
         view.apply(event)
     notes = [m["metadata"] for m in view.messages()[:-1]]
     assert not [n for n in notes if n.get("status") == "pending"], notes

@@ -32,8 +32,10 @@ from typing import Any
 
 import orjson
 
+from ..answer_stats import AnswerStats
 from ..catalogue import Catalogue
 from ..events import (
+    Cached,
     ContextTrimmed,
     Event,
     FallingBack,
@@ -82,6 +84,8 @@ def notice(event: Event) -> dict[str, Any] | None:
             return {"type": "summary", "messages": turns, "text": text}
         case ContextTrimmed(turns=turns, reason=reason):
             return {"type": "trimmed", "messages": turns, "reason": reason}
+        case Cached(age=age):
+            return {"type": "cached", "age_s": round(age, 3)}
     return None
 
 
@@ -107,6 +111,7 @@ class Answer:
     finish_reason: str = "stop"
     first_text_at: float | None = None  # time.perf_counter() of the first text
     seq: int = 0  # the id of the last event framed
+    stats: AnswerStats = field(init=False)  # the live figures (usage.relay)
     _role_sent: bool = False
     _head: bytes = b""
     _head_model: str = ""
@@ -114,6 +119,9 @@ class Answer:
     def _frame(self, data: bytes) -> bytes:
         self.seq += 1
         return frame(data, self.seq)
+
+    def __post_init__(self) -> None:
+        self.stats = AnswerStats(self.catalogue)
 
     # -- following events --------------------------------------------------------
 
@@ -123,6 +131,7 @@ class Answer:
 
     def _apply(self, event: Event) -> str | None:
         """Book-keeping for one event; returns its text, if it is text."""
+        self.stats.apply(event)
         if type(event) is TextDelta:
             if self.first_model is None:
                 self.first_model = self.model
@@ -143,6 +152,10 @@ class Answer:
                 counts[1] += tokens_out or 0
             case Finish(reason=reason):
                 self.finish_reason = _FINISH.get(reason, "stop")
+            case Cached(input_tokens=tokens_in, output_tokens=tokens_out):
+                # The original answer's counts (no model was called: not in tokens_by_model).
+                self.input_tokens += tokens_in or 0
+                self.output_tokens += tokens_out or 0
         said = notice(event)
         if said is not None:
             self.notices.append(said)
@@ -224,9 +237,13 @@ class Answer:
 
     # -- whole answers ------------------------------------------------------------------
 
-    def usage(self) -> dict[str, int]:
+    def usage(self) -> dict[str, Any]:
+        """OpenAI's usage, and the answer's figures in ``relay`` (time to first
+        token, tokens/s, cost, models, cached; see ``chat.answer_stats``)."""
+        self.stats.end()
         return {"prompt_tokens": self.input_tokens, "completion_tokens": self.output_tokens,
-                "total_tokens": self.input_tokens + self.output_tokens}
+                "total_tokens": self.input_tokens + self.output_tokens,
+                "relay": self.stats.figures().as_json()}
 
     def completion(self) -> dict[str, Any]:
         """The ``chat.completion`` object of a finished non-streaming answer."""

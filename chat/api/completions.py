@@ -25,6 +25,7 @@ The answer's cost is booked for the caller when it ends (``Gate.metered``).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -68,6 +69,12 @@ async def chat_completions(api: Api, request: Request, admission: Admission, cal
                        "(CHAT_BODY_TIMEOUT). Send it in one go.", code="request_timeout",
                        outcome="bad_request") from None
     req = parse_completion(raw, default_model=settings.default_model)
+    preview = api.runtime.preview
+    if (locked := preview.model_problem(req.model)) is not None:
+        raise ApiError(403, locked, type_="permission_error", param="model", code="settings_locked",
+                       outcome="refused")
+    if preview.locked:  # the configured model, system prompt, temperature and max tokens (issue 12)
+        req = dataclasses.replace(req, model=preview.model_id)
     router = api.runtime.router
     route = _resolve(router, req)
     call.model = route.primary.id
@@ -80,6 +87,7 @@ async def chat_completions(api: Api, request: Request, admission: Admission, cal
         max_tokens=req.max_tokens,
         answer_so_far=req.answer_so_far,
     )
+    turn = preview.apply(turn)
     try:
         api.runtime.service.validate(turn)
     except InputError as exc:

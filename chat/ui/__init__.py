@@ -7,6 +7,7 @@ tuples; typed events out become message dicts (notes first, answer last; see
     page      build_demo: the layout and its handlers
     convert   Gradio history → ``Message`` tuples
     updates   one answer's events → paced page updates (shared by the chat handlers)
+    continuing  Continue: the last answer of a chat, settling a stopped one (server and browser)
     menu      the model menu with each model's state
 """
 

@@ -26,10 +26,12 @@ NOTE_DELAY = 0.25  # seconds a notes-only update may wait for the first text
 
 
 async def answer_updates(
-    events: AsyncIterator[Event], catalogue: Catalogue, pacer: Pacer
+    events: AsyncIterator[Event], catalogue: Catalogue, pacer: Pacer, *, view: AnswerView | None = None
 ) -> AsyncIterator[list[dict[str, Any]]]:
-    """The page updates of one answer, from the service's ``events``."""
-    view = AnswerView(catalogue)
+    """The page updates of one answer, from the service's ``events``.
+
+    ``view``: the view to render into (Continue passes one holding the answer so far)."""
+    view = view or AnswerView(catalogue)
     try:
         started = time.monotonic()
         shown = held = False
@@ -47,8 +49,11 @@ async def answer_updates(
                     continue
                 shown, held = True, False
                 yield view.messages()
-        if held:
-            yield view.messages()  # ended quickly with no text: still one final update
+        if held or view.finish_reason is None:
+            # Ended quickly with no text, or with no end marker shown yet: one
+            # final update (the route note is done).
+            view.close()
+            yield view.messages()
     except InputError as exc:
         raise gr.Error(str(exc), title="Cannot send this message", print_exception=False) from exc
     except ChatError as exc:
