@@ -56,11 +56,14 @@ CUT_TITLES = (FAILED_TITLE, LENGTH_TITLE)  # notes of an answer that Continue ma
 
 class AnswerView:
     def __init__(self, catalogue: Catalogue, *, prefix: str = "", continuing: bool = False,
-                 ids: str = "note") -> None:
+                 ids: str = "note", settings_shown: bool = True) -> None:
         """``prefix``: the answer so far when this view continues it (Continue);
         ``continuing`` titles the route note as a continuation; ``ids`` prefixes
-        the notes' ids (unique among the notes of one answer)."""
+        the notes' ids (unique among the notes of one answer);
+        ``settings_shown``: whether the page shows its settings (not when locked),
+        so a note may point at them."""
         self._catalogue = catalogue
+        self._settings_shown = settings_shown
         self._text = prefix
         self._continuing = continuing
         self._ids = ids
@@ -144,7 +147,9 @@ class AnswerView:
                 if reason == "length":
                     self._notes.append({
                         "title": LENGTH_TITLE,
-                        "content": "Raise “Max output tokens” in the settings for longer answers.",
+                        "content": "Press “⏩ Continue the answer” to extend it"
+                        + (", or raise “Max output tokens” in the settings for longer answers."
+                           if self._settings_shown else "."),
                     })
                 elif reason == "loop":
                     self._notes.append({

@@ -86,7 +86,8 @@ def build_demo(runtime: Runtime) -> gr.Blocks:
         # provider stream closes with it.
         events = runtime.gate.metered(identity, service.respond(turn))
         try:
-            async with aclosing(answer_updates(events, runtime.router.catalogue, pacer)) as updates:
+            view = AnswerView(runtime.router.catalogue, settings_shown=not locked)
+            async with aclosing(answer_updates(events, runtime.router.catalogue, pacer, view=view)) as updates:
                 async for update in updates:
                     yield update
         finally:
@@ -116,7 +117,8 @@ def build_demo(runtime: Runtime) -> gr.Blocks:
                          answer_so_far=answer.text)
         catalogue = runtime.router.catalogue
         parts = sum(1 for note in answer.notes if str(note.get("metadata", {}).get("title", "")).startswith("⏩"))
-        view = AnswerView(catalogue, prefix=answer.text, continuing=True, ids=f"continued{parts + 1}")
+        view = AnswerView(catalogue, prefix=answer.text, continuing=True, ids=f"continued{parts + 1}",
+                          settings_shown=not locked)
         head = [*history[:answer.user + 1], *answer.notes]
         events = runtime.gate.metered(identity, service.respond(turn))
         try:
