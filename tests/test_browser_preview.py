@@ -77,6 +77,8 @@ def test_title_description_and_examples_show_and_an_example_sends(page, app, art
                            ".some(e => e.innerText.includes('Echo: How do I return a jacket?'))", timeout=30_000)
     sent = [r for r in wire.chat_requests[before:] if EXAMPLES[1] in " ".join(user_texts(r))]
     assert len(sent) == 1, "the example was sent, once"
+    # Like a typed one, a chat begun with an example is kept in the saved chats (the sidebar's table).
+    page.locator("table").get_by_text(EXAMPLES[1]).first.wait_for(timeout=10_000)
     page.screenshot(path=str(artifacts_dir / "preview-example-answered.png"), full_page=True)
 
 

@@ -15,6 +15,8 @@ from contextlib import aclosing
 from typing import Any
 
 import gradio as gr
+from gradio.context import Context
+from gradio.events import EventListener
 
 from ..access import TrustedProxies
 from ..catalogue import AUTO
@@ -259,6 +261,34 @@ class _ChatInterface(gr.ChatInterface):
         super()._render_chatbot_area(*args, **kwargs)
         self.continue_button = gr.Button("⏩ Continue the answer", visible=False, size="sm", variant="secondary",
                                          elem_id="relay-continue")
+
+    def _setup_events(self) -> None:
+        super()._setup_events()
+        if self.examples and self.save_history:
+            self._save_example_chats()
+
+    def _save_example_chats(self) -> None:
+        """Save a chat started from an example, as a typed one is.
+
+        Gradio's example chain (click → answer → keep the chat's state) ends
+        without the save its submit and retry chains end with, so a chat
+        begun with an example never reaches the saved chats. The save is
+        chained after that last step here; if Gradio's chain ever looks
+        different, nothing is added (the browser test notices)."""
+        fns = (Context.root_block or self).default_config.fns  # the events of the page being built
+        step = next((f for f in fns.values() if f.fn == self.example_clicked), None)
+        state_ids = [self.chatbot_state._id, self.chatbot_value._id]
+        while step is not None:
+            following = [f for f in fns.values() if f.trigger_after == step._id]
+            synced = next((f for f in following if [o._id for o in f.outputs] == state_ids), None)
+            if synced is not None:
+                then = EventListener("then", trigger_after=synced._id, trigger_only_on_success=False,
+                                     trigger_only_on_failure=False, has_trigger=False).listener
+                then(self.chatbot, self._save_conversation,
+                     [self.conversation_id, self.chatbot_state, self.saved_conversations],
+                     [self.conversation_id, self.saved_conversations], api_visibility="undocumented", queue=False)
+                return
+            step = next((f for f in following if f.name == "_submit_fn"), following[0] if following else None)
 
 
 def _wire_continue(chat: _ChatInterface, settings_inputs: list[gr.Component], handler: Any) -> None:
