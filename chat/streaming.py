@@ -20,10 +20,26 @@ from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["Pacer", "coalesce"]
+__all__ = ["LoadShare", "Pacer", "coalesce"]
 
 
-class Pacer:
+class LoadShare:
+    """Counts the streams running at once, for spacing their work by the load
+    (``Pacer`` for page updates, ``providers.body.ReadPacer`` for socket reads)."""
+
+    streams: int = 0
+
+    @contextmanager
+    def streaming(self) -> Iterator[None]:
+        """Count one stream for as long as the block runs."""
+        self.streams += 1
+        try:
+            yield
+        finally:
+            self.streams -= 1
+
+
+class Pacer(LoadShare):
     """How often one streamed answer may update the page.
 
     - the first text at once, then every ``interval`` seconds at most
@@ -44,16 +60,6 @@ class Pacer:
 
     def __init__(self, interval: float) -> None:
         self.base = interval
-        self.streams = 0
-
-    @contextmanager
-    def streaming(self) -> Iterator[None]:
-        """Count one answer streaming for as long as the block runs."""
-        self.streams += 1
-        try:
-            yield
-        finally:
-            self.streams -= 1
 
     def interval(self, shown_chars: int) -> float:
         """Seconds between updates of an answer with ``shown_chars`` characters

@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import AsyncIterator, Iterator
-from contextlib import aclosing, contextmanager, suppress
+from collections.abc import AsyncIterator
+from contextlib import aclosing, suppress
 
 from ..events import TextDelta
-from ..streaming import coalesce
+from ..streaming import LoadShare, coalesce
 from .wire import Decoder
 
 __all__ = ["READ_GAP", "ReadPacer", "read_text"]
@@ -33,7 +33,7 @@ MAX_READ_GAP = 0.05
 _DRAIN_SECONDS = 0.1
 
 
-class ReadPacer:
+class ReadPacer(LoadShare):
     """How far apart the socket reads of one streaming body are, given the load.
 
     Shared by every adapter of the process (``build_providers``): alone, a
@@ -46,16 +46,6 @@ class ReadPacer:
 
     def __init__(self, reads_per_s: float = 400.0) -> None:
         self.reads_per_s = reads_per_s
-        self.streams = 0
-
-    @contextmanager
-    def streaming(self) -> Iterator[None]:
-        """Count one body streaming for as long as the block runs."""
-        self.streams += 1
-        try:
-            yield
-        finally:
-            self.streams -= 1
 
     def gap(self) -> float:
         return min(MAX_READ_GAP, max(READ_GAP, self.streams / self.reads_per_s))
