@@ -39,7 +39,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -49,7 +48,10 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
-TICK = os.sysconf("SC_CLK_TCK")
+sys.path.insert(0, str(ROOT))
+
+from tests.servers import cpu_seconds, free_port, stop_process, wait_http  # noqa: E402
+
 CATALOGUE = """\
 [[models]]
 id = "openai:wire"
@@ -57,31 +59,6 @@ label = "Wire"
 tier = "fast"
 context_window = 128000
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
-
-
-def wait_http(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{proc.args} exited with {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=2).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"{url} did not answer within {timeout} s")
 
 
 class Target:
@@ -297,18 +274,14 @@ def main() -> None:
         app = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=tmp, env=app_env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            wait_http(f"http://127.0.0.1:{wire_port}/v1/models", wire)
-            wait_http(f"http://127.0.0.1:{app_port}/health?live=1", app)
+            wait_http(f"http://127.0.0.1:{wire_port}/v1/models", 90, wire)
+            wait_http(f"http://127.0.0.1:{app_port}/health?live=1", 90, app)
             direct = Target("direct", f"http://127.0.0.1:{wire_port}/v1/chat/completions", "wire")
             via_app = Target("app", f"http://127.0.0.1:{app_port}/v1/chat/completions", "openai:wire")
             figures = asyncio.run(measure(direct, via_app, app.pid, args.runs))
         finally:
             for proc in (app, wire):
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+                stop_process(proc)
     single, many, long_ = figures["ttft_1"], figures["streams_50"], figures["long_4000"]
     figures["meets"] = {
         "added_ttft_p50_le_5ms": single["added_p50_ms"] <= 5,

@@ -49,7 +49,7 @@ import httpx  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 from tests.nginx_server import NginxServer  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
-from tests.servers import wait_http  # noqa: E402
+from tests.servers import rss_mb, stop_process, wait_http  # noqa: E402
 from tests.wire import WireServer  # noqa: E402
 
 CATALOGUE = """\
@@ -64,13 +64,6 @@ fallback = ["openai:wire-gpt"]
 """
 TOKEN = re.compile(r"\bk[0-9a-f]{12}\b")
 RSS_TARGET_MB = 50.0
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 class Session:
@@ -212,8 +205,7 @@ def main() -> None:
             out["one_replica"] = asyncio.run(measure(f"http://127.0.0.1:{port}/", [proc], sessions, args.turns,
                                                      wire, tokens))
         finally:
-            proc.terminate()
-            proc.wait(10)
+            stop_process(proc)
 
         redis = stack.enter_context(RedisServer(free_port(), cwd / "redis"))
         ports = [free_port(), free_port()]
@@ -229,9 +221,9 @@ def main() -> None:
                                                                   tokens))
         finally:
             for p in procs:
-                p.terminate()
+                p.terminate()  # both at once, then each waited for (killed if stuck)
             for p in procs:
-                p.wait(10)
+                stop_process(p)
     direct_p95 = out["direct"]["ttft_p95_ms"]
     for name in ("one_replica", "nginx_two_replicas_redis"):
         p95 = out[name]["ttft_p95_ms"]

@@ -52,7 +52,7 @@ os.environ.setdefault("no_proxy", "127.0.0.1,localhost")
 import httpx  # noqa: E402
 
 from tests.conftest import free_port  # noqa: E402
-from tests.servers import wait_http  # noqa: E402
+from tests.servers import rss_mb, stop_process, wait_http  # noqa: E402
 from tests.wire import WireServer  # noqa: E402
 
 SYSTEM = "Be brief."
@@ -98,13 +98,6 @@ class Page:
     model: str
     session_hash: str = field(default_factory=lambda: uuid.uuid4().hex[:11])
     history: list[dict[str, Any]] = field(default_factory=list)
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 async def send(client: httpx.AsyncClient, url: str, fn_index: int, page: Page, turn: int,
@@ -264,11 +257,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             after = rss_mb(app.pid)
             alive = httpx.get(url + "config", timeout=10).status_code == 200
         finally:
-            app.terminate()
-            try:
-                app.wait(15)
-            except subprocess.TimeoutExpired:
-                app.kill()
+            stop_process(app, 15)
             log.close()
         talk = crosstalk(results, wire)
 

@@ -56,6 +56,8 @@ os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 
 import httpx  # noqa: E402
 
+from tests.servers import cpu_seconds, free_port, stop_process, wait_http  # noqa: E402
+
 STREAM = "[[stall:0.1]] [[rate:500]] [[tokens:200]]"
 LONG = "[[rate:1000]] [[tokens:4000]]"
 MODEL = "openai:wire-gpt"
@@ -69,40 +71,11 @@ label = "Wire GPT"
 tier = "fast"
 context_window = 16000
 """
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, all threads."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
-
-
-async def wait_http(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    async with httpx.AsyncClient() as client:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise SystemExit(f"{proc.args} exited with {proc.returncode}")
-            try:
-                await client.get(url, timeout=2)
-                return
-            except httpx.HTTPError:
-                await asyncio.sleep(0.2)
-    raise SystemExit(f"{url} did not answer in {timeout} s")
 
 
 # -- the two clients ----------------------------------------------------------------
@@ -259,8 +232,8 @@ async def main(one: int, rounds: int) -> dict[str, Any]:
                                 stdout=app_log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{app_port}/"
     try:
-        await wait_http(f"{wire}/api/version", wire_proc)
-        await wait_http(url, app_proc)
+        wait_http(f"{wire}/api/version", 90, wire_proc)
+        wait_http(url, 90, app_proc)
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=100)
         async with httpx.AsyncClient(timeout=120, limits=limits) as client:
             page = Page(client, url, (await client.get(url + "config")).json())
@@ -273,11 +246,7 @@ async def main(one: int, rounds: int) -> dict[str, Any]:
             return await scenarios(client, page, tabs, wire, app_proc.pid, one, rounds)
     finally:
         for proc in (app_proc, wire_proc):
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_process(proc)
         app_log.close()
 
 

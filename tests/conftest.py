@@ -7,9 +7,6 @@ network chatter off, so the suite behaves the same offline on any machine.
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,13 +31,9 @@ for _name in list(os.environ):
     if _name in _SCRUB or (_name.startswith("CHAT_") and _name != "CHAT_ENV_FILE"):
         del os.environ[_name]
 
+from tests.servers import debian_binary, free_port  # noqa: E402,F401 - free_port: tests import it from here
+
 ARTIFACTS = ROOT / "test-artifacts"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -88,17 +81,10 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
 
 def chromium_path() -> str:
     """Debian's Chromium, installed with apt-get when missing and we are root."""
-    found = shutil.which("chromium")
-    if found:
-        return found
-    if os.geteuid() == 0 and shutil.which("apt-get"):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, capture_output=True)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=True, env=env, capture_output=True)
-        found = shutil.which("chromium")
-    if not found:
-        pytest.fail("Debian's chromium is not installed: run `apt-get install chromium` as root")
-    return found
+    try:
+        return debian_binary("chromium", "chromium")
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture(scope="module")

@@ -3,14 +3,14 @@ ports: started on a free port in a temporary prefix, stopped by PID."""
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
+
+from tests.servers import debian_binary, stop_process
 
 __all__ = ["NginxServer", "nginx_path"]
 
@@ -19,15 +19,7 @@ CONF = ROOT / "deploy" / "nginx.conf"
 
 
 def nginx_path() -> str:
-    found = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
-    if not found and os.geteuid() == 0 and shutil.which("apt-get"):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, capture_output=True)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "nginx-light"], check=True, env=env, capture_output=True)
-        found = shutil.which("nginx") or "/usr/sbin/nginx"
-    if not found or not Path(found).exists():
-        raise RuntimeError("Debian's nginx is not installed: run `apt-get install nginx-light` as root")
-    return found
+    return debian_binary("nginx", "nginx-light", also=("/usr/sbin/nginx",))
 
 
 class NginxServer:
@@ -70,13 +62,8 @@ class NginxServer:
         raise TimeoutError("nginx did not start")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGQUIT)  # graceful: the master stops its workers
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc, 5, signal.SIGQUIT)  # graceful: the master stops its workers
         self.proc = None
 
     def __enter__(self) -> NginxServer:

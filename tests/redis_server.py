@@ -6,26 +6,18 @@ installed with apt-get when missing and we are root (as ``.ci/run`` does).
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
 import subprocess
 import time
 from pathlib import Path
 
+from tests.servers import debian_binary, stop_process
+
 __all__ = ["RedisServer", "redis_server_path"]
 
 
 def redis_server_path() -> str:
-    found = shutil.which("redis-server")
-    if not found and os.geteuid() == 0 and shutil.which("apt-get"):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, capture_output=True)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "redis-server"], check=True, env=env, capture_output=True)
-        found = shutil.which("redis-server")
-    if not found:
-        raise RuntimeError("Debian's redis-server is not installed: run `apt-get install redis-server` as root")
-    return found
+    return debian_binary("redis-server", "redis-server")
 
 
 class RedisServer:
@@ -66,13 +58,8 @@ class RedisServer:
         raise TimeoutError("redis-server did not start")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc, 5)
         self.proc = None
 
     def __enter__(self) -> RedisServer:

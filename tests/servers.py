@@ -1,8 +1,12 @@
-"""Running the real app for end-to-end tests: in-process or as ``python app.py``."""
+"""Running real processes for end-to-end tests and benches: the app (in-process
+or as ``python app.py``), Debian's servers, and what is measured of them."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,6 +17,58 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    """A port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def debian_binary(name: str, package: str, *, also: tuple[str, ...] = ()) -> str:
+    """The path of Debian's ``name`` (on PATH or at one of ``also``), installed
+    from ``package`` with apt-get when missing and we are root."""
+
+    def find() -> str | None:
+        return shutil.which(name) or next((path for path in also if Path(path).exists()), None)
+
+    found = find()
+    if not found and os.geteuid() == 0 and shutil.which("apt-get"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, capture_output=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", package], check=True, env=env, capture_output=True)
+        found = find()
+    if not found:
+        raise RuntimeError(f"Debian's {name} is not installed: run `apt-get install {package}` as root")
+    return found
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 10.0, sig: int = signal.SIGTERM) -> None:
+    """Stop ``proc`` by PID: ``sig``, then SIGKILL if it is still there after ``timeout`` s."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, all threads (``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def rss_mb(pid: int) -> float:
+    """A process's resident memory in MB (NaN when it has none: it is gone)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def wait_http(url: str, timeout: float = 90.0, proc: subprocess.Popen | None = None) -> None:
@@ -63,10 +119,6 @@ def app_process(port: int, env: Mapping[str, str] | None = None, cwd: Path | Non
         wait_http(url, 90, proc)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
         if log_path:
             log.close()  # type: ignore[union-attr]

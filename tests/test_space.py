@@ -25,7 +25,7 @@ from packaging.utils import canonicalize_name
 from chat.serve import launch_options
 from tests.conftest import free_port, send
 from tests.e2e_support import answer_of, notes_of, requests_for, tag, wire_env, write_catalogue
-from tests.servers import ROOT, app_process, wait_http
+from tests.servers import ROOT, app_process, stop_process, wait_http
 from tests.wire import WireServer
 
 COLORS = {"red", "yellow", "green", "blue", "indigo", "purple", "pink", "gray"}
@@ -218,9 +218,5 @@ def test_a_fresh_venv_from_requirements_runs_the_app_as_a_space(tmp_path: Path, 
                 assert answer_of(local).strip(), "the embedded model answered on the Space"
                 assert any("offline demo model" in title for title, _ in notes_of(local))
             finally:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+                stop_process(proc)
     assert "sk-space-secret-value" not in log.read_text(errors="replace")

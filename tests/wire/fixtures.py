@@ -9,6 +9,8 @@ import pytest
 
 from chat.config import Settings
 
+from tests.servers import free_port  # noqa: F401 - the adapter tests import it from here
+
 from .server import WireServer
 
 # Variables the SDKs read on their own; a developer's real values must not leak in.
@@ -48,15 +50,6 @@ def make_settings(**values: Any) -> Settings:
     }
     base.update(values)
     return Settings(_env_file=None, **base)  # type: ignore[call-arg]
-
-
-def free_port() -> int:
-    """A port nothing listens on (bound, then released)."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def collect(stream: Any) -> tuple[list[Any], BaseException | None]:
