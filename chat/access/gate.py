@@ -112,10 +112,9 @@ class Gate:
         self._renewals: set[asyncio.Task[None]] = set()
 
     @property
-    def limits_any(self) -> bool:
-        s = self.settings
-        return bool(self.rates or s.max_concurrent_streams or s.daily_budget_usd is not None
-                    or s.daily_token_limit is not None)
+    def meters_spend(self) -> bool:
+        """Whether answers are booked: a daily budget or token limit is set."""
+        return self.settings.daily_budget_usd is not None or self.settings.daily_token_limit is not None
 
     # -- admission -----------------------------------------------------------------------
 
@@ -252,9 +251,13 @@ class Gate:
         except StoreUnavailable:
             log.info("spend of %s not recorded: the store is unreachable", identity)
 
-    async def metered(self, identity: Identity, events: AsyncIterator[Event]) -> AsyncIterator[Event]:
+    def metered(self, identity: Identity, events: AsyncIterator[Event]) -> AsyncIterator[Event]:
         """``events`` unchanged; their cost is booked when they end (a model
-        that reported no usage — the answer was cut — is estimated from its text)."""
+        that reported no usage — the answer was cut — is estimated from its text).
+        With no spend limit, nothing is counted: ``events`` itself is returned."""
+        return self._metered(identity, events) if self.meters_spend else events
+
+    async def _metered(self, identity: Identity, events: AsyncIterator[Event]) -> AsyncIterator[Event]:
         usage: dict[str, list[int]] = {}
         model = ""
         try:
@@ -273,7 +276,7 @@ class Gate:
         finally:
             booked = {m: [c[0], c[1] if c[3] else math.ceil(c[2] / CHARS_PER_TOKEN)]
                       for m, c in usage.items() if m}
-            if booked and (self.settings.daily_budget_usd is not None or self.settings.daily_token_limit is not None):
+            if booked:
                 task = asyncio.get_running_loop().create_task(self.book(identity, booked))
                 self._renewals.add(task)  # held until done
                 task.add_done_callback(self._renewals.discard)
