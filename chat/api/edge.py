@@ -20,9 +20,9 @@ from typing import Any, Protocol
 
 from starlette.requests import Request
 
-__all__ = ["ANONYMOUS", "Admission", "Edge", "OpenEdge"]
+from ..access.identity import ANONYMOUS
 
-ANONYMOUS = "anonymous"
+__all__ = ["ANONYMOUS", "Admission", "Edge", "OpenEdge"]
 
 
 @dataclass

@@ -100,6 +100,7 @@ class SharedCooldowns:
         store = store or self.store
         table = await store.map_all(MAP)
         now = time.time()
+        benched = self.cooldowns.snapshot()  # each model is changed below at most once, after it is read
         seen: set[str] = set()
         for model_id, raw in table.items():
             try:
@@ -111,12 +112,11 @@ class SharedCooldowns:
                 await store.map_delete(MAP, model_id)
                 continue
             seen.add(model_id)
-            local = self.cooldowns.snapshot().get(model_id)
+            local = benched.get(model_id)
             if local is None or abs((now + local) - until) > 0.05:
                 self.cooldowns.mirror(model_id, until - now, detail)
                 self._mirrored[model_id] = until
         for model_id in [m for m in self._mirrored if m not in seen]:
             del self._mirrored[model_id]
-            local = self.cooldowns.snapshot().get(model_id)
-            if local is not None:
+            if model_id in benched:
                 self.cooldowns.forget(model_id)  # cleared (or expired) on the replica that benched it

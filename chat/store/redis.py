@@ -124,10 +124,6 @@ class RedisStore(Store):
         self._detail = ""
 
     @property
-    def client(self) -> aioredis.Redis:
-        return self._client
-
-    @property
     def limits_storage(self) -> Storage:
         return self._limits
 
@@ -234,10 +230,6 @@ class RedisStore(Store):
     async def incr(self, key: str, amount: float, ttl: float) -> float:
         async with self.guard():
             return float(await self._incr(keys=[PREFIX + key], args=[repr(float(amount)), _ms(ttl)]))
-
-    async def read_counter(self, key: str) -> float:
-        value = await self.get(key)
-        return float(value) if value else 0.0
 
     # -- leases ----------------------------------------------------------------------------
 
