@@ -77,7 +77,10 @@ class LoopGuard:
 
     def _repeated_block(self) -> bool:
         recent, n = self._recent, self.repeats
+        last = recent[-1:]
         for size in range(self.block_min, min(self.block_max, len(recent) // n) + 1):
+            if n > 1 and recent[-1 - size] != last:
+                continue  # a block repeated back to back ends like the copy before it
             block = recent[-size:]
             if recent.endswith(block * n) and len(set(block)) >= 4:
                 return True
