@@ -153,6 +153,11 @@ class AnswerStats:
         self._calls.append(call)
         return call
 
+    @property
+    def cached(self) -> bool:
+        """Whether the answer is a replay from the response cache."""
+        return self._cached is not None
+
     def end(self) -> None:
         """The answer is over (failed or stopped): the clock stops now, if no ``Finish`` stopped it."""
         if self.ended_at is None:

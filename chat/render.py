@@ -30,7 +30,6 @@ from typing import Any
 from .answer_stats import AnswerStats
 from .catalogue import Catalogue
 from .events import (
-    Cached,
     ContextTrimmed,
     Event,
     FallingBack,
@@ -41,7 +40,6 @@ from .events import (
     SummaryInUse,
     Summarizing,
     TextDelta,
-    Usage,
 )
 
 __all__ = ["CACHED", "CUT_TITLES", "DEMO_BADGE", "FAILED_TITLE", "LENGTH_TITLE", "STOPPED", "AnswerView"]
@@ -68,14 +66,11 @@ class AnswerView:
         self._continuing = continuing
         self._ids = ids
         self.stats = AnswerStats(catalogue)
-        self._ended = False
-        self._cached = False
         self._parts: list[str] = []  # deltas not yet joined into _text
         self._notes: list[dict[str, object]] = []
         self._summary_note: dict[str, object] | None = None
         self._route_note: dict[str, object] | None = None
         self.model_id: str | None = None
-        self.usage: Usage | None = None
         self.finish_reason: str | None = None
         self._tier: str | None = None
         self._switched = False
@@ -138,10 +133,6 @@ class AnswerView:
                 })
             case Progress(detail=detail):
                 self._progress = detail
-            case Usage():
-                self.usage = event
-            case Cached():
-                self._cached = True
             case Finish(reason=reason):
                 self.finish_reason = reason
                 if reason == "length":
@@ -163,7 +154,7 @@ class AnswerView:
         title = self._who()
         if any(model_id.partition(":")[0] == "local" for model_id in self._writers()):
             title += f" · {DEMO_BADGE}"
-        if self._cached:
+        if self.stats.cached:
             title += f" · {CACHED}"
         return title
 
@@ -194,7 +185,6 @@ class AnswerView:
 
     def close(self) -> None:
         """The answer's stream is over (whatever ended it): the route note is done."""
-        self._ended = True
         self.stats.end()
 
     def fail(self, message: str) -> None:
@@ -223,7 +213,7 @@ class AnswerView:
             out.append({"role": "assistant", "content": str(note["content"]), "metadata": metadata})
         if self._route_note is not None:
             route = out[len([n for n in (self._summary_note,) if n])]["metadata"]
-            ended = self._ended or self.finish_reason is not None
+            ended = self.stats.ended_at is not None  # a Finish, or close()
             route["status"] = "done" if ended else "pending"
             if self.stats.first_text_at is not None or ended:
                 route["log"] = self.stats.figures().line()
