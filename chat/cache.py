@@ -9,7 +9,7 @@ the page and the API share it.
   serialized with sorted keys and hashed (SHA-256).
 - **What is stored**: only complete answers (ended with the provider's normal
   stop), never one cut by its length limit or a loop guard, stopped, failed, or
-  a continuation of a cut answer. The text, the model(s) that wrote it, the
+  a continuation of a cut answer. The text, the model that wrote its first text, the
   tier Auto chose, the token counts and when it was stored.
 - **A hit** is replayed as a fast stream: ``ModelSelected`` (the original
   model), ``Cached``, the text in pieces, ``Finish``. No model is called; no
@@ -42,7 +42,7 @@ __all__ = ["KeyValue", "MemoryKeyValue", "Recording", "ResponseCache", "StoredAn
 
 log = logging.getLogger(__name__)
 
-VERSION = 1  # bump when the stored format changes: old entries are then misses
+VERSION = 2  # bump when the stored format changes: old entries are then misses
 PIECE = 48  # characters per replayed text delta
 COMPLETE = frozenset({"stop", "end_turn", "stop_sequence"})
 
@@ -85,7 +85,6 @@ class StoredAnswer:
     model_id: str
     label: str
     tier: str | None
-    models: tuple[str, ...]
     input_tokens: int | None
     output_tokens: int | None
     stored_at: float  # time.time()
@@ -93,7 +92,7 @@ class StoredAnswer:
     def encode(self) -> bytes:
         return orjson.dumps({
             "v": VERSION, "text": self.text, "model": self.model_id, "label": self.label, "tier": self.tier,
-            "models": list(self.models), "usage": [self.input_tokens, self.output_tokens],
+            "usage": [self.input_tokens, self.output_tokens],
             "stored_at": self.stored_at,
         })
 
@@ -106,7 +105,7 @@ class StoredAnswer:
                 return None
             tokens_in, tokens_out = data["usage"]
             return cls(str(data["text"]), str(data["model"]), str(data["label"]), data.get("tier"),
-                       tuple(data["models"]), tokens_in, tokens_out, float(data["stored_at"]))
+                       tokens_in, tokens_out, float(data["stored_at"]))
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
             return None
 
@@ -138,7 +137,7 @@ class Recording:
     parts: list[str] = field(default_factory=list)
     model_id: str = ""
     tier: str | None = None
-    models: list[str] = field(default_factory=list)
+    first: str = ""  # the model that wrote the first text
     input_tokens: int | None = None
     output_tokens: int | None = None
     finish: str | None = None
@@ -147,8 +146,8 @@ class Recording:
     def add(self, event: Event) -> None:
         if type(event) is TextDelta:
             self.parts.append(event.text)
-            if self.model_id and (not self.models or self.models[-1] != self.model_id):
-                self.models.append(self.model_id)
+            if not self.first:
+                self.first = self.model_id
             return
         match event:
             case ModelSelected(model_id=model_id, label=label, tier=tier):
@@ -170,9 +169,9 @@ class Recording:
         text = "".join(self.parts)
         if self.finish not in COMPLETE or not text.strip():
             return None
-        first = self.models[0] if self.models else self.model_id
+        first = self.first or self.model_id
         return StoredAnswer(text, first, self.labels.get(first, first), self.tier,
-                            tuple(self.models), self.input_tokens, self.output_tokens, time.time())
+                            self.input_tokens, self.output_tokens, time.time())
 
 
 class ResponseCache:
