@@ -13,11 +13,12 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import aclosing, suppress
 
-from ..events import TextDelta
+from ..errors import ContentFiltered
+from ..events import Event, Finish, TextDelta
 from ..streaming import LoadShare, coalesce
 from .wire import Decoder
 
-__all__ = ["READ_GAP", "ReadPacer", "read_text"]
+__all__ = ["READ_GAP", "ReadPacer", "ending", "read_text"]
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +53,7 @@ class ReadPacer(LoadShare):
 
 
 async def read_text(
-    chunks: AsyncIterator[bytes], decoder: Decoder, network: object | None = None,
-    pacer: ReadPacer | None = None,
+    chunks: AsyncIterator[bytes], decoder: Decoder, network: object | None, pacer: ReadPacer,
 ) -> AsyncIterator[TextDelta]:
     """The text of a response body: one ``TextDelta`` per socket read.
 
@@ -61,12 +61,11 @@ async def read_text(
     chunks that one socket read brought (or that arrived while the consumer
     was busy) are decoded at once and passed up as one delta. ``network`` is the
     response's ``network_stream`` extension, if any: its reads are paced
-    (``_PacedReads``) by ``pacer`` (the process's shared one; a private one if None). Raises the decoder's in-stream error after the text that
+    (``_PacedReads``) by ``pacer`` (the process's shared one). Raises the decoder's in-stream error after the text that
     preceded it. Once the end marker came the answer is complete: a failure
     reading the rest of the body changes nothing. Skipped malformed lines are
     logged once, at the end (model id and count only: no request content, no key).
     """
-    pacer = pacer or ReadPacer()
     try:
         with pacer.streaming(), _PacedReads(network, decoder, pacer):
             async with aclosing(coalesce(chunks, 0.0)) as batches:
@@ -95,6 +94,18 @@ async def read_text(
     finally:
         if decoder.malformed:
             log.warning("%s: skipped %d malformed line(s) in the stream", decoder.model_id, decoder.malformed)
+
+
+def ending(decoder: Decoder, model_id: str, filtered: str | None = None) -> list[Event]:
+    """What follows the text once the body was read: nothing when its end marker
+    never came (``guard_stream`` reports the interruption); ``ContentFiltered``
+    (raised, with the ``filtered`` message) when the provider filtered the
+    answer before any text; else the usage it reported, if any, and ``Finish``."""
+    if decoder.finish is None:
+        return []
+    if filtered is not None and decoder.finish == "content_filter" and not decoder.streamed:
+        raise ContentFiltered(filtered, model=model_id)
+    return [decoder.usage, Finish(decoder.finish)] if decoder.usage is not None else [Finish(decoder.finish)]
 
 
 class _PacedReads:

@@ -30,10 +30,10 @@ import ollama
 from ..catalogue import ModelSpec
 from ..config import Settings
 from ..errors import ProviderError
-from ..events import Event, Finish
+from ..events import Event
 from ..messages import ChatRequest
 from .base import Availability, LoopClient, State, guard_stream
-from .body import ReadPacer, read_text
+from .body import ReadPacer, ending, read_text
 from .errors_map import clean, make_error, public_url, transport_error, unexpected_error
 from .wire import OllamaDecoder
 
@@ -143,11 +143,8 @@ class OllamaProvider:
                 async with contextlib.aclosing(read_text(response.aiter_bytes(), decoder, network, self._reads)) as texts:
                     async for delta in texts:
                         yield delta
-        if decoder.finish is None:
-            return  # no done:true line: guard_stream reports the interruption
-        if decoder.usage is not None:
-            yield decoder.usage
-        yield Finish(decoder.finish)
+        for event in ending(decoder, model_id):  # usage and Finish (nothing if the end marker never came)
+            yield event
 
     @contextlib.contextmanager
     def _errors(self, model_id: str) -> Iterator[None]:

@@ -26,16 +26,15 @@ from ..catalogue import ModelSpec
 from ..config import Settings
 from ..errors import (
     ConnectionFailed,
-    ContentFiltered,
     InvalidRequest,
     NotConfigured,
     ProviderError,
     Timeout,
 )
-from ..events import Event, Finish
+from ..events import Event
 from ..messages import ChatRequest
 from .base import Availability, LoopClient, State, guard_stream
-from .body import ReadPacer, read_text
+from .body import ReadPacer, ending, read_text
 from .errors_map import clean, make_error, public_url, transport_error, unexpected_error
 from .wire import OpenAIDecoder
 
@@ -146,13 +145,8 @@ class OpenAIProvider:
                 async with contextlib.aclosing(read_text(response.iter_bytes(), decoder, network, self._reads)) as texts:
                     async for delta in texts:
                         yield delta
-        if decoder.finish is None:
-            return  # no end marker: guard_stream reports the interruption
-        if decoder.finish == "content_filter" and not decoder.streamed:
-            raise ContentFiltered("the provider filtered the answer", model=model_id)
-        if decoder.usage is not None:
-            yield decoder.usage
-        yield Finish(decoder.finish)
+        for event in ending(decoder, model_id, "the provider filtered the answer"):  # usage and Finish (nothing if the end marker never came)
+            yield event
 
     def _secret(self) -> str | None:
         return self._api_key.get_secret_value() if self._api_key is not None else None
