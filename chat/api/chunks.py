@@ -99,17 +99,14 @@ class Answer:
     id: str = field(default_factory=lambda: "chatcmpl-" + secrets.token_hex(12))
     created: int = field(default_factory=lambda: int(time.time()))
     first_model: str | None = None  # the model whose text starts the answer
-    fallback_used: bool = False
     fallbacks: list[tuple[str, str]] = field(default_factory=list)  # (failed model, reason)
     notices: list[dict[str, Any]] = field(default_factory=list)  # not yet sent
     text: list[str] = field(default_factory=list)  # kept for non-streaming answers only
     keep_text: bool = False
-    chars: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
     tokens_by_model: dict[str, list[int]] = field(default_factory=dict)  # model → [in, out]
     finish_reason: str = "stop"
-    first_text_at: float | None = None  # time.perf_counter() of the first text
     seq: int = 0  # the id of the last event framed
     stats: AnswerStats = field(init=False)  # the live figures (usage.relay)
     _role_sent: bool = False
@@ -121,7 +118,12 @@ class Answer:
         return frame(data, self.seq)
 
     def __post_init__(self) -> None:
-        self.stats = AnswerStats(self.catalogue)
+        # On the clock of Call.started: stats.first_text_at gives the API's TTFT metric too.
+        self.stats = AnswerStats(self.catalogue, clock=time.perf_counter)
+
+    @property
+    def fallback_used(self) -> bool:
+        return bool(self.fallbacks)
 
     # -- following events --------------------------------------------------------
 
@@ -135,14 +137,11 @@ class Answer:
         if type(event) is TextDelta:
             if self.first_model is None:
                 self.first_model = self.model
-                self.first_text_at = time.perf_counter()
-            self.chars += len(event.text)
             return event.text
         match event:
             case ModelSelected(model_id=model_id):
                 self.model = model_id
             case FallingBack(failed_model=failed, reason=reason):
-                self.fallback_used = True
                 self.fallbacks.append((failed, reason))
             case Usage(input_tokens=tokens_in, output_tokens=tokens_out):
                 self.input_tokens += tokens_in or 0

@@ -45,7 +45,7 @@ from .metrics import reason_label
 from .pump import END, GONE, PING, EventPump, Failed
 from .resume import FollowStream
 from .schema import CompletionRequest, parse_completion
-from .sse import AnswerStream
+from .sse import SSE_HEADERS, AnswerStream
 
 if TYPE_CHECKING:
     from .edge import Admission
@@ -56,7 +56,6 @@ __all__ = ["ROUTE", "chat_completions"]
 log = logging.getLogger(__name__)
 
 ROUTE = "/v1/chat/completions"
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 async def chat_completions(api: Api, request: Request, admission: Admission, call: Call) -> Response:
@@ -256,8 +255,8 @@ async def _stream(api: Api, pump: EventPump, answer: Answer, chain: str, admissi
 def _observe(api: Api, answer: Answer, call: Call) -> None:
     """Per-answer metrics (the request itself is counted by the route wrapper)."""
     m = api.metrics
-    if answer.first_text_at is not None:
-        m.ttft.labels(answer.first_model).observe(answer.first_text_at - call.started)
+    if answer.stats.first_text_at is not None:
+        m.ttft.labels(answer.first_model).observe(answer.stats.first_text_at - call.started)
     for model_id, (tokens_in, tokens_out) in answer.tokens_by_model.items():
         if tokens_in:
             m.tokens.labels(model_id, "input").inc(tokens_in)

@@ -38,7 +38,7 @@ from ..errors import (
     ProviderError,
 )
 
-__all__ = ["OUTCOMES", "ApiError", "error_body", "from_chat_error"]
+__all__ = ["INTERNAL_STREAM_ERROR", "OUTCOMES", "ApiError", "error_body", "from_chat_error"]
 
 # Every value the ``outcome`` metrics label can take (bounded by design).
 OUTCOMES = (
@@ -57,6 +57,11 @@ OUTCOMES = (
 
 def error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict[str, object]:
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+# The in-stream error event when a bug of ours ends a stream (the details go to the log).
+INTERNAL_STREAM_ERROR = error_body("Internal error while streaming; the server log has the details.",
+                                   "server_error", code="internal_error")
 
 
 class ApiError(Exception):

@@ -37,9 +37,9 @@ from starlette.responses import Response, StreamingResponse
 from ..store import Store, StoreUnavailable
 from .chunks import PING as PING_BYTES
 from .chunks import Answer
-from .errors import ApiError, error_body
+from .errors import INTERNAL_STREAM_ERROR, ApiError, error_body
 from .pump import EventPump
-from .sse import encode_batch
+from .sse import SSE_HEADERS, encode_batch
 
 if TYPE_CHECKING:
     from .edge import Admission
@@ -87,6 +87,11 @@ class StreamRun:
     task: asyncio.Task[None] | None = None
     stop_reason: str | None = None
 
+    @property
+    def meta(self) -> dict[str, Any]:
+        """What a reader needs to know of the stream (in the store for other replicas)."""
+        return {"owner": self.owner, "headers": self.headers}
+
     def add(self, entries: list[tuple[int, bytes]], *, end: bool = False) -> None:
         self.entries.extend(entries)
         self.ended = self.ended or end
@@ -130,8 +135,7 @@ class Streams:
         watchdog = asyncio.get_running_loop().create_task(self._watch(run))
         try:
             if shared:
-                await self._quietly(self.store.set(f"stream:{run.id}:meta", orjson.dumps(
-                    {"owner": run.owner, "headers": run.headers}), RUNNING_TTL))
+                await self._quietly(self.store.set(f"stream:{run.id}:meta", orjson.dumps(run.meta), RUNNING_TTL))
             if failure is not None or ended:
                 outcome = "failed_midstream" if failure else "ok"
                 opening += answer.error(describe(failure)) if failure else answer.end()
@@ -151,9 +155,7 @@ class Streams:
         except Exception:  # a bug here must still end the stream properly
             log.exception("running a resumable answer failed")
             outcome = "internal_error"
-            await self._publish(run, answer.error(error_body(
-                "Internal error while streaming; the server log has the details.", "server_error",
-                code="internal_error")), end=True)
+            await self._publish(run, answer.error(INTERNAL_STREAM_ERROR), end=True)
         finally:
             watchdog.cancel()
             pump.close()
@@ -161,8 +163,7 @@ class Streams:
                 run.add([], end=True)
             if shared:
                 await self._quietly(self.store.stream_end(f"stream:{run.id}:events", self.grace))
-                await self._quietly(self.store.set(f"stream:{run.id}:meta", orjson.dumps(
-                    {"owner": run.owner, "headers": run.headers}), self.grace))
+                await self._quietly(self.store.set(f"stream:{run.id}:meta", orjson.dumps(run.meta), self.grace))
             asyncio.get_running_loop().call_later(self.grace, self.runs.pop, run.id, None)
             await on_end(outcome or "client_closed")
 
@@ -253,7 +254,7 @@ class Streams:
         """This replica's run of ``stream_id``, else its meta from the store (owner, headers)."""
         run = self.runs.get(stream_id)
         if run is not None:
-            return run, {"owner": run.owner, "headers": run.headers}
+            return run, run.meta
         if not self.store.shared:
             return None, None
         try:
@@ -305,7 +306,7 @@ async def _owned(api: Api, request: Request, admission: Admission) -> tuple[str,
 async def resume_stream(api: Api, request: Request, admission: Admission, call: Call) -> Response:
     after = last_event_id(request)
     stream_id, run, meta = await _owned(api, request, admission)
-    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **meta.get("headers", {}),
+    headers = {**SSE_HEADERS, **meta.get("headers", {}),
                "X-Stream-Id": stream_id, "X-Resumable": "true"}
     body = api.streams.follow_local(run, after) if run is not None else api.streams.follow_remote(stream_id, after)
     return FollowStream(body, headers)

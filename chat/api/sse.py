@@ -28,10 +28,13 @@ from starlette.types import Receive, Scope, Send
 
 from .chunks import PING as PING_BYTES
 from .chunks import Answer
-from .errors import error_body
+from .errors import INTERNAL_STREAM_ERROR
 from .pump import END, GONE, PING, EventPump, Failed
 
-__all__ = ["AnswerStream", "encode_batch"]
+__all__ = ["SSE_HEADERS", "AnswerStream", "encode_batch"]
+
+# An event stream nothing between here and the client may cache or buffer.
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +111,7 @@ class AnswerStream(StreamingResponse):
         except Exception:  # a bug here must still end the stream properly
             log.exception("streaming an answer failed")
             self._outcome = "internal_error"
-            yield answer.error(error_body("Internal error while streaming; the server log has the details.",
-                                          "server_error", code="internal_error"))
+            yield answer.error(INTERNAL_STREAM_ERROR)
 
     def _encode(self, batch: list[Any]) -> bytes:
         payload, outcome = encode_batch(self._answer, batch, self._describe)
