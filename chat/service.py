@@ -25,11 +25,11 @@ from .cache import Recording, ResponseCache
 from .catalogue import AUTO
 from .config import Settings
 from .context import ContextManager, PreparedContext
-from .continuation import continue_instruction
+from .continuation import continuation_messages
 from .errors import ContextLengthExceeded, InputError, ProviderError
 from .events import Event, FallingBack, InputEstimate, ModelSelected, TextDelta, Usage
 from .messages import Message
-from .router import Router
+from .router import Route, Router
 
 __all__ = ["ChatService", "Turn"]
 
@@ -97,10 +97,8 @@ class ChatService:
         instruction to continue it); ``InputError`` when they leave no room."""
         if not answer_so_far.strip():
             return 0
-        counter = self.context.counter
-        tokens = counter.message(Message("assistant", answer_so_far)) + counter.message(
-            Message("user", continue_instruction(answer_so_far))
-        )
+        counter = self.context.counter  # the messages the router adds to continue it
+        tokens = sum(counter.message(m) for m in continuation_messages((), answer_so_far))
         if tokens > budget // 2:
             raise InputError(
                 f"The answer to continue is about {tokens:,} tokens; with this model at most "
@@ -115,36 +113,35 @@ class ChatService:
         With the response cache on, a complete answer to the same request is
         replayed (no model called), and a new complete answer is stored."""
         self.validate(turn)
+        route = self.router.resolve(turn.model_id, turn.message)
         cache = self.cache
         if cache is None or turn.answer_so_far:
-            async for event in self._answer(turn):
+            async for event in self._answer(turn, route):
                 yield event
             return
-        key = self._cache_key(turn)
+        key = self._cache_key(turn, route)
         stored = await cache.get(key)
         if stored is not None:
             async for event in stored.replay():
                 yield event
             return
         recording = Recording()
-        async for event in self._answer(turn):
+        async for event in self._answer(turn, route):
             recording.add(event)
             yield event
         # Reached only when the answer ran to its end: a stopped (closed) or
         # failed one never gets here.
         await cache.put(key, recording)
 
-    def _cache_key(self, turn: Turn) -> str:
-        model = turn.model_id
-        if model != AUTO:
-            model = self.router.resolve(model, turn.message).primary.id  # "ollama:x" is "ollama:x:latest"
+    def _cache_key(self, turn: Turn, route: Route) -> str:
+        # A model by its resolved id ("ollama:x" is "ollama:x:latest"); Auto as such.
+        model = turn.model_id if turn.model_id == AUTO else route.primary.id
         return ResponseCache.key(
             model=model, system_prompt=turn.system_prompt, messages=(*turn.history, Message("user", turn.message)),
             temperature=turn.temperature, max_tokens=turn.max_tokens or self.settings.max_output_tokens,
         )
 
-    async def _answer(self, turn: Turn) -> AsyncIterator[Event]:
-        route = self.router.resolve(turn.model_id, turn.message)
+    async def _answer(self, turn: Turn, route: Route) -> AsyncIterator[Event]:
         # Plan for the chosen model's window; fallbacks too small for the
         # planned request are skipped by the router (min_window below).
         windows = [route.primary.context_window]
