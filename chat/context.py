@@ -409,7 +409,8 @@ class _Index:
 
     def __init__(self, tagged: list[bytes]) -> None:
         self.tagged = tagged
-        self.keys: dict[int, bytes] = {}
+        self.keys: dict[int, bytes] = {}  # cuts where a cached summary may end
+        self.others: dict[int, bytes] = {}  # the other cuts (hashed only for a shared store)
 
     def key(self, k: int) -> bytes:
         key = self.keys.get(k)
@@ -513,7 +514,7 @@ class ContextManager:
         scale = max((self.counter.scale(m) for m in model_ids), default=1.0)
         view, index = self._view(system_prompt, history)
         if self.shared is not None:
-            await self._pull_shared(view, index)
+            await self._pull_shared(index)
 
         latest = view.suffix[view.last]
         room = budget_tokens - math.ceil(view.fixed * scale)
@@ -643,28 +644,25 @@ class ContextManager:
         suffix.append(0)
         boundaries = [i for i, role in enumerate(roles) if role == "user" and i]
         index = _Index([_ROLE_TAG[role] + digest for role, digest in zip(roles, digests)])
+        positions = self._summaries.positions()
         h = hashlib.blake2b(_ROOT, digest_size=16)
         previous = 0
-        for b in sorted(self._summaries.positions().intersection(boundaries)):
+        # With a shared store every cut is keyed (one pass), to look up the others there.
+        for b in boundaries if self.shared is not None else sorted(positions.intersection(boundaries)):
             h.update(b"".join(index.tagged[previous:b]))
-            index.keys[b] = h.copy().digest()
             previous = b
+            (index.keys if b in positions else index.others)[b] = h.copy().digest()
         keep_from = boundaries[-2] if len(boundaries) >= 2 else 0
         fixed = self.counter.reply_priming
         if system_prompt:
             fixed += self.counter.message(Message("system", system_prompt))
         return View(suffix, boundaries, keep_from, fixed), index
 
-    async def _pull_shared(self, view: View, index: _Index) -> None:
-        """Bring the shared summaries of cuts not cached here into the local cache."""
-        wanted: dict[int, bytes] = {}
-        h = hashlib.blake2b(_ROOT, digest_size=16)
-        previous = 0
-        for b in view.boundaries:
-            h.update(b"".join(index.tagged[previous:b]))
-            previous = b
-            if b not in index.keys:
-                wanted[b] = h.copy().digest()
+    async def _pull_shared(self, index: _Index) -> None:
+        """Bring the shared summaries of cuts not cached here into the local cache
+        (a summary cached at a cut may be another conversation's)."""
+        here = self._summaries.find(index.keys)
+        wanted = {**index.others, **{b: key for b, key in index.keys.items() if b not in here}}
         if not wanted:
             return
         for k, (text, covers, tokens) in (await self.shared.load(wanted)).items():  # type: ignore[union-attr]

@@ -16,6 +16,7 @@ from chat.catalogue import load_catalogue
 from chat.context import ContextManager
 from chat.cooldown import Cooldowns
 from chat.errors import RateLimited
+from chat.messages import Message
 from chat.store import MemoryStore, StoreUnavailable
 from chat.store.cooldowns import SharedCooldowns
 from chat.store.redis import RedisStore, redacted
@@ -175,6 +176,26 @@ async def test_a_summary_made_by_one_replica_is_reused_by_the_other(redis):
     _, again = await run(two, resend(history), 3000)
     assert second.calls == [], "the other replica found the summary in the store"
     assert again.messages == prepared.messages and SYSTEM in again.messages[0].content
+
+
+async def test_a_replica_holding_another_chats_summary_of_the_same_length_still_reuses_the_shared_one(redis):
+    """Its local cache having *a* summary ending at that message must not stop
+    it looking up the store for *this* conversation's summary."""
+    s = settings(summary_threshold=1500, max_context_tokens=4000)
+    first, second = FakeSummarizer(), FakeSummarizer()
+    one = ContextManager(s, first, word_counter(), shared=SharedSummaries(RedisStore(redis.url)))
+    two = ContextManager(s, second, word_counter(), shared=SharedSummaries(RedisStore(redis.url)))
+    mine, theirs = key("mine"), key("theirs")  # unseen chats (the store outlives each test)
+    other = [Message(m.role, f"{theirs} {m.content}") for m in conversation(6, 150)]
+    _, own = await run(two, other, 3000)
+    assert len(second.calls) == 1 and own.summary_turns, "replica two summarized a chat of its own"
+    history = [Message(m.role, f"{mine} {m.content}") for m in conversation(6, 150)]
+    _, prepared = await run(one, history, 3000)
+    assert len(first.calls) == 1 and prepared.summary_turns
+    assert prepared.summary_turns == own.summary_turns, "both summaries end at the same message"
+    _, again = await run(two, resend(history), 3000)
+    assert len(second.calls) == 1, "replica two found replica one's summary in the store"
+    assert again.messages == prepared.messages
 
 
 async def test_the_summary_cache_stays_local_without_a_shared_store():
