@@ -93,6 +93,11 @@ class LastAnswer:
     text: str  # the answer so far ("" when it was stopped before any text)
 
     @property
+    def continuations(self) -> int:
+        """How many times the answer was continued already (its "⏩" notes)."""
+        return sum(1 for note in self.notes if _title(note).startswith("⏩"))
+
+    @property
     def part(self) -> list[dict[str, Any]]:
         """The notes of the last streamed part (sharing the last note's id prefix)."""
         if not self.notes:

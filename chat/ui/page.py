@@ -18,7 +18,7 @@ import gradio as gr
 from gradio.context import Context
 from gradio.events import EventListener
 
-from ..access import TrustedProxies
+from ..access import Identity, Pass, TrustedProxies
 from ..catalogue import AUTO
 from ..render import AnswerView
 from ..runtime import Runtime
@@ -84,11 +84,17 @@ def build_demo(runtime: Runtime) -> gr.Blocks:
             return
         turn = turn_from(message if isinstance(message, str) else content_text(message), history,
                          model_id, system_prompt, temperature, max_tokens)
-        # Closed at once when the page goes away or Stop is pressed, so the
-        # provider stream closes with it.
+        view = AnswerView(runtime.router.catalogue, settings_shown=not locked)
+        async with aclosing(answer_turn(identity, ticket, turn, view)) as updates:
+            async for update in updates:
+                yield update
+
+    async def answer_turn(identity: Identity, ticket: Pass, turn: Turn, view: AnswerView):
+        """The page updates of one admitted answer (its cost booked by the gate);
+        its stream lease is freed when it ends. Closed at once when the page goes
+        away or Stop is pressed, so the provider stream closes with it."""
         events = runtime.gate.metered(identity, service.respond(turn))
         try:
-            view = AnswerView(runtime.router.catalogue, settings_shown=not locked)
             async with aclosing(answer_updates(events, runtime.router.catalogue, pacer, view=view)) as updates:
                 async for update in updates:
                     yield update
@@ -117,18 +123,12 @@ def build_demo(runtime: Runtime) -> gr.Blocks:
         message = content_text(history[answer.user].get("content"))
         turn = turn_from(message, history[:answer.user], model_id, system_prompt, temperature, max_tokens,
                          answer_so_far=answer.text)
-        catalogue = runtime.router.catalogue
-        parts = sum(1 for note in answer.notes if str(note.get("metadata", {}).get("title", "")).startswith("⏩"))
-        view = AnswerView(catalogue, prefix=answer.text, continuing=True, ids=f"continued{parts + 1}",
-                          settings_shown=not locked)
+        view = AnswerView(runtime.router.catalogue, prefix=answer.text, continuing=True,
+                          ids=f"continued{answer.continuations + 1}", settings_shown=not locked)
         head = [*history[:answer.user + 1], *answer.notes]
-        events = runtime.gate.metered(identity, service.respond(turn))
-        try:
-            async with aclosing(answer_updates(events, catalogue, pacer, view=view)) as updates:
-                async for update in updates:
-                    yield [*head, *update]
-        finally:
-            await ticket.release()
+        async with aclosing(answer_turn(identity, ticket, turn, view)) as updates:
+            async for update in updates:
+                yield [*head, *update]
 
     async def continue_page(
         history: list[Any] | None,
