@@ -45,7 +45,7 @@ from .metrics import reason_label
 from .pump import END, GONE, PING, EventPump, Failed
 from .resume import FollowStream
 from .schema import CompletionRequest, parse_completion
-from .sse import SSE_HEADERS, AnswerStream
+from .sse import SSE_HEADERS, AnswerStream, encode_batch
 
 if TYPE_CHECKING:
     from .edge import Admission
@@ -226,7 +226,14 @@ async def _stream(api: Api, pump: EventPump, answer: Answer, chain: str, admissi
                 # The first text commits the headers (with the rest of this batch).
                 texted = texted or type(item) is TextDelta
     pump.unwatch()  # from here on Starlette's StreamingResponse watches for the disconnect
-    opening = (PING_BYTES if pinged else b"") + answer.encode(first)
+
+    def describe(exc: BaseException) -> dict[str, Any]:
+        return _failure(api, exc).body()
+
+    # An answer that already ended (or failed after its first text) ends in the opening bytes.
+    tail = [failure] if failure is not None else [END] if ended else []
+    payload, outcome = encode_batch(answer, [*first, *tail], describe)
+    opening = (PING_BYTES if pinged else b"") + payload
 
     async def on_end(outcome: str) -> None:
         api.metrics.active_streams.dec()
@@ -239,17 +246,11 @@ async def _stream(api: Api, pump: EventPump, answer: Answer, chain: str, admissi
     call.streaming = True
     headers = {**SSE_HEADERS, **_headers(answer, chain), "X-Stream-Id": answer.id}
     if resumable and admission.identity is not None:
-        run = api.streams.start(
-            pump, answer, opening, failure=failure.error if failure else None, ended=ended,
-            describe=lambda exc: _failure(api, exc).body(), on_end=on_end, owner=admission.identity.key,
-            headers=_headers(answer, chain),
-        )
+        run = api.streams.start(pump, answer, opening, outcome=outcome, describe=describe, on_end=on_end,
+                                owner=admission.identity.key, headers=_headers(answer, chain))
         return FollowStream(api.streams.follow_local(run, 0), {**headers, "X-Resumable": "true"},
                             counts_itself=True)
-    return AnswerStream(
-        pump, answer, opening, failure=failure.error if failure else None, ended=ended,
-        describe=lambda exc: _failure(api, exc).body(), on_end=on_end, headers=headers,
-    )
+    return AnswerStream(pump, answer, opening, outcome=outcome, describe=describe, on_end=on_end, headers=headers)
 
 
 def _observe(api: Api, answer: Answer, call: Call) -> None:

@@ -118,27 +118,24 @@ class Streams:
 
     # -- running ---------------------------------------------------------------------------
 
-    def start(self, pump: EventPump, answer: Answer, opening: bytes, *, failure: BaseException | None, ended: bool,
+    def start(self, pump: EventPump, answer: Answer, opening: bytes, *, outcome: str | None,
               describe: Callable[[BaseException], dict[str, Any]], on_end: Callable[[str], Awaitable[None]],
               owner: str, headers: dict[str, str]) -> StreamRun:
         run = StreamRun(answer.id, owner, headers)
         self.runs[run.id] = run
         run.task = asyncio.get_running_loop().create_task(
-            self._run(run, pump, answer, opening, failure, ended, describe, on_end))
+            self._run(run, pump, answer, opening, outcome, describe, on_end))
         return run
 
-    async def _run(self, run: StreamRun, pump: EventPump, answer: Answer, opening: bytes,
-                   failure: BaseException | None, ended: bool, describe: Callable[[BaseException], dict[str, Any]],
+    async def _run(self, run: StreamRun, pump: EventPump, answer: Answer, opening: bytes, outcome: str | None,
+                   describe: Callable[[BaseException], dict[str, Any]],
                    on_end: Callable[[str], Awaitable[None]]) -> None:
-        outcome: str | None = None
+        """``opening``: the bytes due at once; with ``outcome`` set, the answer's end too."""
         shared = self.store.shared
         watchdog = asyncio.get_running_loop().create_task(self._watch(run))
         try:
             if shared:
                 await self._quietly(self.store.set(f"stream:{run.id}:meta", orjson.dumps(run.meta), RUNNING_TTL))
-            if failure is not None or ended:
-                outcome = "failed_midstream" if failure else "ok"
-                opening += answer.error(describe(failure)) if failure else answer.end()
             await self._publish(run, opening, end=outcome is not None)
             while outcome is None:
                 payload, outcome = encode_batch(answer, await pump.get(), describe)

@@ -69,21 +69,20 @@ class AnswerStream(StreamingResponse):
         answer: Answer,
         opening: bytes,
         *,
-        failure: BaseException | None = None,
-        ended: bool = False,
+        outcome: str | None = None,
         describe: Callable[[BaseException], dict[str, Any]],
         on_end: Callable[[str], Awaitable[None]],
         headers: Mapping[str, str],
     ) -> None:
-        """``opening``: the bytes due at once (a ping, the first chunks).
-        ``failure`` / ``ended``: the answer already failed / ended before the
-        headers went out. ``describe`` gives the error body for an exception."""
+        """``opening``: the bytes due at once (a ping, the first chunks; with
+        ``outcome`` set, the answer's end too: it ended before the headers went
+        out). ``describe`` gives the error body for an exception."""
         self._pump = pump
         self._answer = answer
         self._describe = describe
         self._on_end = on_end
         self._outcome: str | None = None  # set once the answer's end was sent
-        super().__init__(self._body(opening, failure, ended), headers=headers, media_type="text/event-stream")
+        super().__init__(self._body(opening, outcome), headers=headers, media_type="text/event-stream")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -92,12 +91,12 @@ class AnswerStream(StreamingResponse):
             self._pump.close()
             await self._on_end(self._outcome or "client_closed")
 
-    async def _body(self, opening: bytes, failure: BaseException | None, ended: bool) -> AsyncIterator[bytes]:
+    async def _body(self, opening: bytes, outcome: str | None) -> AsyncIterator[bytes]:
         answer, pump = self._answer, self._pump
         try:
-            if failure is not None or ended:
-                self._outcome = "failed_midstream" if failure else "ok"
-                yield opening + (answer.error(self._describe(failure)) if failure else answer.end())
+            if outcome is not None:
+                self._outcome = outcome
+                yield opening
                 return
             yield opening
             pump.sent()
