@@ -16,11 +16,11 @@ import logging
 import secrets
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from .access import ApiKeys, Gate, TrustedProxies, ui_auth
+from .access import Access, Gate
 from .cache import MemoryKeyValue, ResponseCache
 from .catalogue import LOCAL_MODEL_ID, Catalogue, load_catalogue
 from .config import Settings
@@ -56,8 +56,9 @@ class Runtime:
     providers: Mapping[str, Provider]
     router: Router
     service: ChatService
-    store: Store = field(default=None)  # type: ignore[assignment]  # set by build
-    gate: Gate = field(default=None)  # type: ignore[assignment]
+    store: Store
+    gate: Gate
+    access: Access
     cooldown_mirror: SharedCooldowns | None = None
 
     @classmethod
@@ -72,7 +73,7 @@ class Runtime:
             catalogue = catalogue.with_window(LOCAL_MODEL_ID, settings.local_n_ctx)
         if providers is None:
             providers = build_providers(settings, catalogue, kept=kept)
-        _check_access(settings)
+        access = Access.from_settings(settings)  # a bad key, user or proxy entry stops the start here
         router = Router(settings, catalogue, providers)
         store = build_store(settings)
         mirror = None
@@ -82,7 +83,7 @@ class Runtime:
                                  shared=SharedSummaries(store) if store.shared else None)
         service = ChatService(settings, router, context, cache=response_cache(settings, store))
         gate = Gate(settings, store, lambda: router.catalogue)
-        return cls(settings, catalogue, providers, router, service, store, gate, mirror)
+        return cls(settings, catalogue, providers, router, service, store, gate, access, mirror)
 
     @cached_property
     def preview(self) -> Preview:
@@ -147,11 +148,3 @@ class Runtime:
             return value
         except OSError:
             return ""  # Gradio then uses a per-process random key
-
-
-def _check_access(settings: Settings) -> None:
-    """Parse the identity settings now, so a bad entry stops the start (``ValueError``)."""
-    ApiKeys(settings.api_keys.get_secret_value() if settings.api_keys else "")
-    TrustedProxies(settings.trusted_proxies)
-    ui_auth(settings.ui_password.get_secret_value() if settings.ui_password else None,
-            settings.ui_users.get_secret_value() if settings.ui_users else None)

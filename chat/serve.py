@@ -29,7 +29,6 @@ import gradio as gr
 
 from starlette.middleware import Middleware
 
-from .access import ui_auth
 from .api import Edge, build_routes
 from .config import Settings
 from .origins import SameOriginMiddleware
@@ -71,8 +70,7 @@ def launch(demo: gr.Blocks, runtime: Runtime, *, edge: Edge | None = None, **kwa
     app_kwargs["routes"] = [*build_routes(runtime, edge=edge), *app_kwargs.get("routes", [])]
     app_kwargs["middleware"] = [Middleware(SameOriginMiddleware, allowed=settings.cors_origins),
                                 *app_kwargs.get("middleware", [])]
-    auth = ui_auth(settings.ui_password.get_secret_value() if settings.ui_password else None,
-                   settings.ui_users.get_secret_value() if settings.ui_users else None)
+    auth = runtime.access.login
     if auth is not None:
         kwargs.setdefault("auth", auth)
         kwargs.setdefault("auth_message", f"{settings.title}: sign in to chat.")

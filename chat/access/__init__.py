@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .gate import Gate, Pass, Refused, parse_rate_limit
-from .identity import ANONYMOUS, ApiKeys, Identity, TrustedProxies, ui_auth
+from .identity import ANONYMOUS, Access, ApiKeys, Identity, TrustedProxies, ui_auth
 
-__all__ = ["ANONYMOUS", "ApiKeys", "Gate", "Identity", "Pass", "Refused", "TrustedProxies", "parse_rate_limit",
+__all__ = ["ANONYMOUS", "Access", "ApiKeys", "Gate", "Identity", "Pass", "Refused", "TrustedProxies", "parse_rate_limit",
            "ui_auth"]

@@ -19,8 +19,14 @@ import hmac
 import ipaddress
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-__all__ = ["ANONYMOUS", "ApiKeys", "Identity", "TrustedProxies", "ui_auth"]
+if TYPE_CHECKING:
+    from pydantic import SecretStr
+
+    from ..config import Settings
+
+__all__ = ["ANONYMOUS", "Access", "ApiKeys", "Identity", "TrustedProxies", "ui_auth"]
 
 ANONYMOUS = "anonymous"
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -145,3 +151,20 @@ def ui_auth(password: str | None, users: str | None) -> Callable[[str, str], boo
         return bool(username) and ((expected is not None and ok_user) or ok_shared)
 
     return check
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """The identity settings, parsed once at start (a bad entry stops it: ``ValueError``)."""
+
+    keys: ApiKeys
+    proxies: TrustedProxies
+    login: Callable[[str, str], bool] | None  # Gradio's ``auth=`` for the page; None: no login
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Access:
+        def secret(value: SecretStr | None) -> str | None:
+            return value.get_secret_value() if value is not None else None
+
+        return cls(ApiKeys(secret(settings.api_keys) or ""), TrustedProxies(settings.trusted_proxies),
+                   ui_auth(secret(settings.ui_password), secret(settings.ui_users)))

@@ -96,7 +96,7 @@ async def chat_completions(api: Api, request: Request, admission: Admission, cal
     answer = Answer(router.catalogue, model=planned.id, include_usage=req.include_usage, keep_text=not req.stream)
     chain = ",".join(dict.fromkeys([route.primary.id, *(spec.id for spec in route.chain)]))
     events = api.runtime.service.respond(turn)
-    if admission.identity is not None and api.runtime.gate is not None:
+    if admission.identity is not None:
         events = api.runtime.gate.metered(admission.identity, events)
     pump = EventPump(events, settings.sse_heartbeat)
     pump.watch(request.receive)

@@ -18,8 +18,7 @@ import logging
 
 from starlette.requests import Request
 
-from ..access import ApiKeys, Gate, Identity, Refused, TrustedProxies
-from ..config import Settings
+from ..access import Access, Gate, Identity, Refused
 from .edge import Admission
 from .errors import ApiError
 
@@ -33,10 +32,10 @@ _CODES = {"rate": "rate_limit_exceeded", "streams": "concurrency_limit_exceeded"
 
 
 class GuardEdge:
-    def __init__(self, settings: Settings, gate: Gate) -> None:
+    def __init__(self, access: Access, gate: Gate) -> None:
         self.gate = gate
-        self.keys = ApiKeys(settings.api_keys.get_secret_value() if settings.api_keys else "")
-        self.proxies = TrustedProxies(settings.trusted_proxies)
+        self.keys = access.keys
+        self.proxies = access.proxies
 
     def identify(self, request: Request, route: str) -> Identity:
         """The caller, or ``ApiError(401)`` when keys are required and none fits."""

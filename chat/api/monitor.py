@@ -122,10 +122,10 @@ class HealthMonitor:
                 cooling.append({"model": option.id, "until": utc(until) if until else None,
                                 "reason": option.availability.detail})
         failing = [name for name, check in checks.items() if check.status == "error" and in_use.get(name)]
-        store = await self.runtime.store.probe() if self.runtime.store is not None else None
+        store = await self.runtime.store.probe()
         if not answerable:
             status = "down"
-        elif failing or cooling or (store is not None and not store.ok):
+        elif failing or cooling or not store.ok:
             status = "degraded"
         else:
             status = "ok"
@@ -135,7 +135,6 @@ class HealthMonitor:
             "providers": {name: {**check.as_json(), "models": in_use.get(name, 0)}
                           for name, check in checks.items()},
             "cooling_down": cooling,
+            "store": store.as_json(),
         }
-        if store is not None:
-            body["store"] = store.as_json()
         return (503 if status == "down" else 200), body

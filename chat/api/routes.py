@@ -13,7 +13,7 @@ from starlette.routing import BaseRoute, Route
 from ..runtime import Runtime
 from .completions import ROUTE as COMPLETIONS
 from .completions import chat_completions
-from .edge import Admission, Edge, OpenEdge
+from .edge import Admission, Edge
 from .endpoint import Api, Call, Handler
 from .errors import ApiError
 from .health import health
@@ -45,7 +45,7 @@ async def not_found(api: Api, request: Request, admission: Admission, call: Call
 def build_routes(runtime: Runtime, *, edge: Edge | None = None) -> list[BaseRoute]:
     """The API's routes, to be declared before Gradio's own (they must not be shadowed)."""
     if edge is None:
-        edge = GuardEdge(runtime.settings, runtime.gate) if runtime.gate is not None else OpenEdge()
+        edge = GuardEdge(runtime.access, runtime.gate)
     api = Api(runtime, edge, Metrics(), HealthMonitor(runtime))
     api.streams = Streams(runtime.store, runtime.settings.resume_grace, runtime.settings.sse_heartbeat)
     table: list[tuple[str, Handler, tuple[str, ...]]] = [

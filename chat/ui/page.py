@@ -18,7 +18,7 @@ import gradio as gr
 from gradio.context import Context
 from gradio.events import EventListener
 
-from ..access import Identity, Pass, TrustedProxies
+from ..access import Identity, Pass
 from ..catalogue import AUTO
 from ..render import AnswerView
 from ..runtime import Runtime
@@ -54,7 +54,7 @@ def build_demo(runtime: Runtime) -> gr.Blocks:
     preview = runtime.preview
     locked = preview.locked
     pacer = Pacer(settings.stream_interval_ms / 1000)
-    proxies = TrustedProxies(settings.trusted_proxies)
+    proxies = runtime.access.proxies
 
     def turn_from(message: str, history: list[Any], model_id: str | None, system_prompt: str | None,
                   temperature: float | None, max_tokens: float | None, *, answer_so_far: str = "") -> Turn:
