@@ -131,9 +131,13 @@ class Gate:
             return {}
         try:
             async with self.store.guard():
-                stats = [(item, await self._limiter.get_window_stats(item, identity.key)) for item in self.rates]
+                return await self._tightest(identity)
         except StoreUnavailable:
             return {}
+
+    async def _tightest(self, identity: Identity) -> dict[str, str]:
+        """The headers of the window with the fewest requests left (inside ``store.guard()``)."""
+        stats = [(item, await self._limiter.get_window_stats(item, identity.key)) for item in self.rates]
         item, stat = min(stats, key=lambda pair: pair[1].remaining)
         return self._rate_headers(item, stat.remaining, stat.reset_time)
 
@@ -156,11 +160,9 @@ class Gate:
                             f"Rate limit reached for {identity}: at most {item.amount} requests per "
                             f"{_per(item)} (CHAT_RATE_LIMIT). Try again in {_span(wait)} "
                             f"(at {_utc(self._wall() + wait)})."), wait, headers)
-                stats = [(item, await self._limiter.get_window_stats(item, identity.key)) for item in self.rates]
+                return await self._tightest(identity)
         except StoreUnavailable:
             return {}
-        item, stat = min(stats, key=lambda pair: pair[1].remaining)
-        return self._rate_headers(item, stat.remaining, stat.reset_time)
 
     async def _take_lease(self, identity: Identity, headers: dict[str, str]) -> Callable[[], object] | None:
         cap = self.settings.max_concurrent_streams
