@@ -5,7 +5,6 @@ The real ``openai`` SDK parses real bytes; nothing in it is patched.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import AsyncIterator
 
@@ -33,6 +32,12 @@ from chat.providers.errors_map import classify, retry_after
 from chat.providers.openai import OpenAIProvider
 from tests.wire import Script, WireServer
 from tests.wire.fixtures import sdk_env, collect, first_text, free_port, make_settings, merged, text_of, wire  # noqa: F401
+from tests.wire.fixtures import (
+    check_fast_upstream_read_in_batches,
+    check_malformed_lines_skipped,
+    check_waiting_chunks_batched,
+    malformed_cases,
+)
 
 KEY = "sk-test-openai-key"
 TOKENS = ["Hel", "lo", ",", " wor", "ld", "!"]
@@ -195,45 +200,20 @@ async def test_error_chunk_before_any_text_is_not_interrupted(wire: WireServer, 
     assert events == [] and type(error) is Unavailable
 
 
-@pytest.mark.parametrize(
-    ("script", "skipped"),
-    [(Script(tokens=TOKENS, malformed_after=2), 1), (Script(tokens=TOKENS, malformed_every=1), len(TOKENS))],
-    ids=["one-garbage-line", "garbage-after-every-token"],
-)
+@malformed_cases
 async def test_malformed_lines_are_skipped_and_the_same_model_finishes(
     wire: WireServer, provider: OpenAIProvider, script: Script, skipped: int, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # The SDK's own parser gives up on a garbage line; ours skips it, so the
-    # model that was answering completes its answer (no fallback needed).
-    wire.enqueue(script)
-    with caplog.at_level(logging.WARNING):
-        events, error = await collect(provider.stream(request("private question text")))
-    assert error is None
-    assert merged(events)[0] == TextDelta("".join(TOKENS)) and events[-1] == Finish("stop")
-    (warning,) = [r for r in caplog.records if "malformed" in r.getMessage()]  # once per stream
-    assert warning.levelno == logging.WARNING
-    assert warning.getMessage() == "openai:gpt-4o-mini: skipped " + str(skipped) + " malformed line(s) in the stream"
-    assert "private question" not in caplog.text and KEY not in caplog.text
+    await check_malformed_lines_skipped(wire, lambda text: provider.stream(request(text)), script, skipped, caplog,
+                                        "openai:gpt-4o-mini", KEY)
 
 
 async def test_a_fast_upstream_is_read_in_paced_batches(wire: WireServer, provider: OpenAIProvider) -> None:
-    # Every token written on its own, 2,000 a second: reads are spaced (READ_GAP),
-    # so what arrived meanwhile comes up as one text event.
-    tokens = [f"w{i} " for i in range(400)]
-    wire.enqueue(Script(tokens=tokens, rate=2000))
-    events, error = await collect(provider.stream(request()))
-    deltas = [e for e in events if isinstance(e, TextDelta)]
-    assert error is None and text_of(events) == "".join(tokens)
-    assert len(deltas) <= len(tokens) // 4, f"{len(deltas)} text events for {len(tokens)} chunks"
+    await check_fast_upstream_read_in_batches(wire, lambda: provider.stream(request()))
 
 
 async def test_chunks_already_waiting_arrive_as_fewer_text_events(wire: WireServer, provider: OpenAIProvider) -> None:
-    tokens = [f"w{i} " for i in range(300)]
-    wire.enqueue(Script(tokens=tokens, burst=True))  # every chunk is waiting when the client reads
-    events, error = await collect(provider.stream(request()))
-    deltas = [e for e in events if isinstance(e, TextDelta)]
-    assert error is None and text_of(events) == "".join(tokens)
-    assert len(deltas) <= len(tokens) // 10, f"{len(deltas)} text events for {len(tokens)} chunks"
+    await check_waiting_chunks_batched(wire, lambda: provider.stream(request()))
 
 
 async def test_closing_early_disconnects_within_a_second(wire: WireServer, provider: OpenAIProvider) -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from chat.config import Settings
 
 from tests.servers import free_port  # noqa: F401 - the adapter tests import it from here
 
+from .dialects import Script
 from .server import WireServer
 
 # Variables the SDKs read on their own; a developer's real values must not leak in.
@@ -93,3 +95,58 @@ async def first_text(stream: Any, length: int) -> str:
         if isinstance(event, TextDelta):
             text += event.text
     return text
+
+
+# -- what every adapter must do with the same stream (each adapter test module calls these) --
+
+TOKENS = ["Hel", "lo", ",", " wor", "ld", "!"]
+# A garbage line among valid ones, or after every one: (script, lines skipped).
+malformed_cases = pytest.mark.parametrize(
+    ("script", "skipped"),
+    [(Script(tokens=TOKENS, malformed_after=2), 1), (Script(tokens=TOKENS, malformed_every=1), len(TOKENS))],
+    ids=["one-garbage-line", "garbage-after-every-token"],
+)
+
+
+async def check_malformed_lines_skipped(wire: WireServer, stream: Callable[[str], AsyncIterator[Any]],
+                                        script: Script, skipped: int, caplog: pytest.LogCaptureFixture,
+                                        model_id: str, secret: str) -> None:
+    """The SDK's own parser gives up on a garbage line; ours skips it, so the
+    model that was answering completes its answer (no fallback needed), with
+    one warning per stream that names neither the request nor the key."""
+    from chat.events import Finish, TextDelta
+
+    wire.enqueue(script)
+    with caplog.at_level(logging.WARNING):
+        events, error = await collect(stream("private question text"))
+    assert error is None
+    assert merged(events)[0] == TextDelta("".join(script.tokens or [])) and events[-1] == Finish("stop")
+    (warning,) = [r for r in caplog.records if "malformed" in r.getMessage()]  # once per stream
+    assert warning.levelno == logging.WARNING
+    assert warning.getMessage() == f"{model_id}: skipped {skipped} malformed line(s) in the stream"
+    assert "private question" not in caplog.text and secret not in caplog.text
+
+
+async def check_fast_upstream_read_in_batches(wire: WireServer, stream: Callable[[], AsyncIterator[Any]]) -> None:
+    """Every token written on its own, 2,000 a second: reads are spaced
+    (READ_GAP), so what arrived meanwhile comes up as one text event."""
+    from chat.events import TextDelta
+
+    tokens = [f"w{i} " for i in range(400)]
+    wire.enqueue(Script(tokens=tokens, rate=2000))
+    events, error = await collect(stream())
+    deltas = [e for e in events if isinstance(e, TextDelta)]
+    assert error is None and text_of(events) == "".join(tokens)
+    assert len(deltas) <= len(tokens) // 4, f"{len(deltas)} text events for {len(tokens)} chunks"
+
+
+async def check_waiting_chunks_batched(wire: WireServer, stream: Callable[[], AsyncIterator[Any]]) -> None:
+    """Every chunk already waiting when the client reads: far fewer text events than chunks."""
+    from chat.events import TextDelta
+
+    tokens = [f"w{i} " for i in range(300)]
+    wire.enqueue(Script(tokens=tokens, burst=True))
+    events, error = await collect(stream())
+    deltas = [e for e in events if isinstance(e, TextDelta)]
+    assert error is None and text_of(events) == "".join(tokens)
+    assert len(deltas) <= len(tokens) // 10, f"{len(deltas)} text events for {len(tokens)} chunks"
