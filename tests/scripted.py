@@ -18,11 +18,14 @@ from collections import defaultdict, deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from chat.catalogue import ModelSpec
+from chat.catalogue import Catalogue, ModelSpec
+from chat.config import Settings
 from chat.errors import ProviderError
 from chat.events import Event, Finish, Progress, TextDelta, Usage
 from chat.messages import ChatRequest
 from chat.providers.base import Availability, guard_stream
+from chat.runtime import Runtime
+from chat.service import Turn
 
 
 @dataclass
@@ -109,3 +112,15 @@ class ScriptedProvider:
             self.active -= 1
             if not completed:
                 self.closed_early += 1
+
+
+def scripted_runtime(settings: Settings, catalogue: Catalogue) -> tuple[Runtime, ScriptedProvider]:
+    """The real runtime (service, router, context) in front of one scripted provider, "fake"."""
+    fake = ScriptedProvider("fake")
+    return Runtime.build(settings, providers={"fake": fake}, catalogue=catalogue), fake
+
+
+async def answer(runtime: Runtime, turn: Turn) -> tuple[str, list[Event]]:
+    """The text of the service's answer to ``turn``, and all its events."""
+    events = [e async for e in runtime.service.respond(turn)]
+    return "".join(e.text for e in events if isinstance(e, TextDelta)), events

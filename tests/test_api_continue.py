@@ -9,11 +9,10 @@ import pytest
 from chat.catalogue import Catalogue, ModelSpec
 from chat.continuation import continue_instruction
 from chat.errors import InputError, Unavailable
-from chat.events import FallingBack, TextDelta
+from chat.events import FallingBack
 from chat.messages import Message
-from chat.runtime import Runtime
 from chat.service import Turn
-from tests.scripted import Reply, ScriptedProvider
+from tests.scripted import Reply, answer, scripted_runtime
 
 CATALOGUE = Catalogue(
     models=(ModelSpec("fake:a", "Model A", "fast", 8000), ModelSpec("fake:b", "Model B", "fast", 8000)),
@@ -23,14 +22,7 @@ CATALOGUE = Catalogue(
 
 @pytest.fixture
 def runtime(settings_factory):
-    fake = ScriptedProvider("fake")
-    settings = settings_factory(local_model_enabled=False, ollama_enabled=False)
-    return Runtime.build(settings, providers={"fake": fake}, catalogue=CATALOGUE), fake
-
-
-async def answer(rt: Runtime, turn: Turn) -> tuple[str, list]:
-    events = [e async for e in rt.service.respond(turn)]
-    return "".join(e.text for e in events if isinstance(e, TextDelta)), events
+    return scripted_runtime(settings_factory(local_model_enabled=False, ollama_enabled=False), CATALOGUE)
 
 
 async def test_the_model_is_asked_to_continue_and_only_new_text_comes_back(runtime):

@@ -15,7 +15,7 @@ from chat.events import Cached, Finish, ModelSelected, TextDelta, Usage
 from chat.messages import Message
 from chat.runtime import Runtime
 from chat.service import Turn
-from tests.scripted import Reply, ScriptedProvider
+from tests.scripted import Reply, scripted_runtime
 
 CATALOGUE = Catalogue(models=(ModelSpec("fake:a", "Model A", "fast", 8000),))
 
@@ -40,9 +40,8 @@ class BrokenStore:
 
 @pytest.fixture
 def runtime(settings_factory):
-    fake = ScriptedProvider("fake")
-    settings = settings_factory(local_model_enabled=False, ollama_enabled=False, response_cache_ttl=60)
-    return Runtime.build(settings, providers={"fake": fake}, catalogue=CATALOGUE), fake
+    return scripted_runtime(settings_factory(local_model_enabled=False, ollama_enabled=False, response_cache_ttl=60),
+                            CATALOGUE)
 
 
 async def events_of(rt: Runtime, turn: Turn) -> list:
@@ -155,9 +154,7 @@ async def test_memory_entries_expire_and_the_oldest_go_first():
 
 
 async def test_the_cache_is_off_by_default(settings_factory):
-    fake = ScriptedProvider("fake")
-    rt = Runtime.build(settings_factory(local_model_enabled=False, ollama_enabled=False),
-                       providers={"fake": fake}, catalogue=CATALOGUE)
+    rt, fake = scripted_runtime(settings_factory(local_model_enabled=False, ollama_enabled=False), CATALOGUE)
     assert rt.service.cache is None
     await events_of(rt, TURN)
     await events_of(rt, TURN)
@@ -171,13 +168,9 @@ async def test_with_redis_an_answer_stored_by_one_replica_is_replayed_by_another
     from tests.redis_server import RedisServer
 
     with RedisServer(free_port(), tmp_path) as redis:
-        replicas = []
-        for _ in range(2):
-            fake = ScriptedProvider("fake")
-            settings = settings_factory(local_model_enabled=False, ollama_enabled=False, response_cache_ttl=60,
-                                        redis_url=redis.url)
-            replicas.append((Runtime.build(settings, providers={"fake": fake}, catalogue=CATALOGUE), fake))
-        (a, fake_a), (b, fake_b) = replicas
+        (a, fake_a), (b, fake_b) = (scripted_runtime(settings_factory(
+            local_model_enabled=False, ollama_enabled=False, response_cache_ttl=60, redis_url=redis.url), CATALOGUE)
+            for _ in range(2))
         try:
             assert a.store.shared and b.store.shared
             fake_a.enqueue("a", Reply(["Paris ", "is the capital."], usage=Usage(12, 5)))

@@ -10,10 +10,9 @@ from chat.errors import AllModelsFailed, ContextLengthExceeded, InputError, Inva
 from chat.events import ContextTrimmed, FallingBack, Finish, ModelSelected, Summarizing, SummaryInUse, TextDelta, Usage
 from chat.messages import Message
 from chat.render import AnswerView
-from chat.runtime import Runtime
 from chat.service import Turn
 from chat.ui import history_to_messages
-from tests.scripted import Reply, ScriptedProvider
+from tests.scripted import Reply, answer, scripted_runtime
 
 CATALOGUE = Catalogue(
     models=(ModelSpec("fake:a", "Model A", "fast", 8000, None, 1.0, 10.0), ModelSpec("fake:b", "Model B", "fast", 8000)),
@@ -23,20 +22,13 @@ CATALOGUE = Catalogue(
 
 @pytest.fixture
 def runtime(settings_factory):
-    fake = ScriptedProvider("fake")
-    settings = settings_factory(local_model_enabled=False, ollama_enabled=False)
-    return Runtime.build(settings, providers={"fake": fake}, catalogue=CATALOGUE), fake
-
-
-async def run(runtime: Runtime, turn: Turn) -> tuple[str, list]:
-    events = [e async for e in runtime.service.respond(turn)]
-    return "".join(e.text for e in events if isinstance(e, TextDelta)), events
+    return scripted_runtime(settings_factory(local_model_enabled=False, ollama_enabled=False), CATALOGUE)
 
 
 async def test_answer_comes_with_the_model_that_produced_it(runtime):
     rt, fake = runtime
     fake.enqueue("a", Reply(["Hello", " there"]))
-    text, events = await run(rt, Turn("hi", model_id="fake:a", system_prompt="Be nice."))
+    text, events = await answer(rt, Turn("hi", model_id="fake:a", system_prompt="Be nice."))
     assert text == "Hello there"
     assert isinstance(events[0], ModelSelected) and events[0].model_id == "fake:a"
     sent = fake.calls[0].messages
@@ -54,7 +46,7 @@ async def test_context_length_error_compacts_harder_and_retries_once(runtime):
         Reply(["Ten turns about words."]),  # the summarizer's call (fast tier: fake:a)
         Reply(["ok"]),
     )
-    text, events = await run(rt, Turn("and now?", history=history, model_id="fake:a"))
+    text, events = await answer(rt, Turn("and now?", history=history, model_id="fake:a"))
     assert text == "ok"
     assert any(isinstance(e, SummaryInUse) and e.text == "Ten turns about words." for e in events)
     first, second = fake.calls[0].messages, fake.calls[2].messages
@@ -66,7 +58,7 @@ async def test_a_second_context_length_error_falls_back_to_a_model_whose_window_
     rt, fake = runtime
     fake.enqueue("a", Reply(error=ContextLengthExceeded("too long")), Reply(error=ContextLengthExceeded("still")))
     fake.enqueue("b", Reply(["from b"]))
-    text, events = await run(rt, Turn("hi", model_id="fake:a"))
+    text, events = await answer(rt, Turn("hi", model_id="fake:a"))
     assert text == "from b"
     assert [c.model for c in fake.calls] == ["a", "a", "b"]
     assert fake.calls[2].messages == fake.calls[0].messages, "the normal plan, not the halved one"
@@ -84,7 +76,7 @@ async def test_a_second_context_length_error_falls_back_to_a_model_whose_window_
 async def test_compacting_harder_announces_the_model_once(runtime):
     rt, fake = runtime
     fake.enqueue("a", Reply(error=ContextLengthExceeded("too long")), Reply(["ok"]))
-    text, events = await run(rt, Turn("hi", model_id="fake:a"))
+    text, events = await answer(rt, Turn("hi", model_id="fake:a"))
     assert text == "ok"
     assert [e.model_id for e in events if isinstance(e, ModelSelected)] == ["fake:a"]
     view = AnswerView(CATALOGUE)
@@ -98,7 +90,7 @@ async def test_every_model_refusing_the_length_ends_with_all_failed(runtime):
     fake.enqueue("a", *[Reply(error=ContextLengthExceeded("too long"))] * 2)
     fake.enqueue("b", Reply(error=ContextLengthExceeded("too long for b too")))
     with pytest.raises(AllModelsFailed) as raised:
-        await run(rt, Turn("hi", model_id="fake:a"))
+        await answer(rt, Turn("hi", model_id="fake:a"))
     assert [m for m, _ in raised.value.attempts] == ["fake:a", "fake:b"]
     assert [c.model for c in fake.calls] == ["a", "a", "b"]
 
@@ -107,7 +99,7 @@ async def test_invalid_request_is_not_retried_elsewhere(runtime):
     rt, fake = runtime
     fake.enqueue("a", Reply(error=InvalidRequest("bad temperature")))
     with pytest.raises(InvalidRequest):
-        await run(rt, Turn("hi", model_id="fake:a"))
+        await answer(rt, Turn("hi", model_id="fake:a"))
     assert [c.model for c in fake.calls] == ["a"]
 
 
@@ -125,7 +117,7 @@ async def test_invalid_request_is_not_retried_elsewhere(runtime):
 async def test_bad_input_is_refused_before_any_model_call(runtime, turn, words):
     rt, fake = runtime
     with pytest.raises(InputError) as info:
-        await run(rt, turn)
+        await answer(rt, turn)
     for word in words:
         assert word in str(info.value)
     assert fake.calls == []
