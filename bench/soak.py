@@ -163,7 +163,11 @@ def _text(content: Any) -> str:
 
 
 async def run_pages(url: str, pages: list[Page], turns: int, max_tokens: int, padding: int = 0) -> list[Turn]:
-    limits = httpx.Limits(max_connections=len(pages) * 2 + 10, max_keepalive_connections=len(pages) * 2)
+    # Idle connections are dropped before the server's keep-alive timeout (uvicorn: 5 s, the same as
+    # httpx's default), or a request sent on one the server is closing fails before any response (a
+    # browser would resend it; httpx does not) and is counted against the app.
+    limits = httpx.Limits(max_connections=len(pages) * 2 + 10, max_keepalive_connections=len(pages) * 2,
+                          keepalive_expiry=2.0)
     async with httpx.AsyncClient(timeout=httpx.Timeout(180, connect=30), limits=limits) as client:
         config = (await client.get(url + "config")).json()
         fn_index = next(i for i, d in enumerate(config["dependencies"]) if d.get("api_name") == "chat")
