@@ -47,9 +47,10 @@ def main() -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if logging.getLogger().level > logging.DEBUG:
-        # httpx logs every request at INFO: one line per upstream call (and per
-        # Gradio self-check), formatted on the hot path. Kept for CHAT_LOG_LEVEL=debug.
-        logging.getLogger("httpx").setLevel(logging.WARNING)
+        # httpx (and httpx2, the openai SDK's client) logs every request at INFO: one
+        # line per upstream call, formatted on the hot path. Kept for CHAT_LOG_LEVEL=debug.
+        for name in ("httpx", "httpx2"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     try:
         runtime.store.check_at_start()  # a wrong REDIS_URL stops here, with the URL (no password) named
     except StoreConfigError as exc:
