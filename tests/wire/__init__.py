@@ -12,6 +12,10 @@ One small HTTP/1.1 server (raw asyncio, its own thread and event loop, bound to
 Point the SDKs at it: ``OPENAI_BASE_URL=http://127.0.0.1:PORT/v1``,
 ``ANTHROPIC_BASE_URL=http://127.0.0.1:PORT``, ``OLLAMA_HOST=http://127.0.0.1:PORT``.
 Any API key is accepted. Ollama chat requests for a model not in the list get 404.
+It also serves plain-HTTP requests sent to it as a forward proxy
+(``HTTP_PROXY=http://127.0.0.1:PORT``; ``Recorded.proxied``), and with
+``keep_alive=True`` (``--keep-alive``) one connection serves request after
+request, as providers' servers do (``Recorded.peer`` tells connections apart).
 
 In tests::
 

@@ -2,7 +2,10 @@
 
 Raw ``asyncio.start_server`` rather than a framework, so a script can do what a
 misbehaving upstream does: stall, cut the socket mid-body, omit the terminating
-chunk. One request per connection (``Connection: close``), chunked bodies.
+chunk. One request per connection (``Connection: close``), chunked bodies; with
+``keep_alive=True`` a connection serves one request after another, as real
+providers' servers do (benchmarks use it, so the app reuses its upstream
+connections as it would in production).
 The wire dialects live in ``dialects.py``; this module only moves bytes,
 records requests and notices client disconnects.
 """
@@ -10,6 +13,7 @@ records requests and notices client disconnects.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -44,6 +48,8 @@ class Recorded:
     body: Any
     raw: bytes
     protocol: str | None = None
+    peer: tuple[str, int] | None = None  # the client's address and port: one per connection
+    proxied: bool = False  # the request came as to a forward proxy (an absolute URL as its target)
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
     disconnected: float | None = None  # client closed before the response ended
@@ -53,14 +59,29 @@ class Exchange:
     """Writing one response, watching for the client going away."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, record: Recorded,
-                 on_disconnect: Any) -> None:
+                 on_disconnect: Any, *, keep_alive: bool = False) -> None:
         self.writer = writer
         self.record = record
+        self.keep_alive = keep_alive
         self._done = False
-        # The client sends nothing more (one request per connection), so a
+        # The client sends nothing more while the response is under way (the
+        # next request on a kept-alive connection only after it ended), so a
         # completed read means it closed its side: that is the disconnect.
         self._eof = asyncio.ensure_future(reader.read(1))
         self._eof.add_done_callback(lambda task: self._client_closed(task, on_disconnect))
+
+    async def reusable(self) -> bytes | None:
+        """After a complete response on a kept-alive connection: stop watching for
+        the disconnect and return what the watch read of the next request (b"" or
+        its first byte); None when the connection cannot serve another request."""
+        if not (self.keep_alive and self._done) or self.gone or self.writer.is_closing():
+            return None
+        self._eof.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._eof  # the reader is free for the next request only once the watch is over
+        if self._eof.cancelled():
+            return b""
+        return None if self._eof.exception() else self._eof.result() or None
 
     def _client_closed(self, task: asyncio.Future[bytes], on_disconnect: Any) -> None:
         if task.cancelled() or (task.exception() is None and task.result()):
@@ -76,7 +97,9 @@ class Exchange:
     async def head(self, status: int, content_type: str, headers: dict[str, str] | None = None,
                    *, length: int | None = None) -> None:
         lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}",
-                 f"Content-Type: {content_type}", "Connection: close", "Cache-Control: no-cache"]
+                 f"Content-Type: {content_type}", "Cache-Control: no-cache"]
+        if not self.keep_alive:
+            lines.append("Connection: close")
         lines.append(f"Content-Length: {length}" if length is not None else "Transfer-Encoding: chunked")
         lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
         await self._write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
@@ -142,8 +165,10 @@ class WireServer:
     """
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0,
-                 ollama_models: tuple[str, ...] | list[str] = ("llama3.2:latest", "qwen2.5:0.5b")) -> None:
+                 ollama_models: tuple[str, ...] | list[str] = ("llama3.2:latest", "qwen2.5:0.5b"),
+                 keep_alive: bool = False) -> None:
         self.host = host
+        self.keep_alive = keep_alive
         self.port = port
         self.ollama_models = list(ollama_models)
         self._scripts: deque[Script] = deque()
@@ -261,14 +286,17 @@ class WireServer:
         self._tasks.add(task)
         exchange: Exchange | None = None
         try:
-            record = await _read_request(reader)
-            if record is None:
-                writer.close()
-                return
-            with self._lock:
-                self._requests.append(record)
-            exchange = Exchange(reader, writer, record, self._on_disconnect)
-            await self._route(record, exchange)
+            first: bytes | None = b""
+            while first is not None:
+                record = await _read_request(reader, first)
+                if record is None:
+                    return
+                record.peer = writer.get_extra_info("peername")
+                with self._lock:
+                    self._requests.append(record)
+                exchange = Exchange(reader, writer, record, self._on_disconnect, keep_alive=self.keep_alive)
+                await self._route(record, exchange)
+                first = await exchange.reusable()
         except ClientGone:
             pass
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -327,13 +355,17 @@ def _default_script(dialect: Any, body: dict[str, Any]) -> Script:
     return scoped
 
 
-async def _read_request(reader: asyncio.StreamReader) -> Recorded | None:
+async def _read_request(reader: asyncio.StreamReader, first: bytes = b"") -> Recorded | None:
+    """The next request on the connection (``first``: its first byte, if already read)."""
     try:
-        head = await reader.readuntil(b"\r\n\r\n")
+        head = first + await reader.readuntil(b"\r\n\r\n")
     except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
         return None
     request_line, *header_lines = head.decode("latin-1").split("\r\n")
     method, target, _version = request_line.split(" ", 2)
+    proxied = target.startswith(("http://", "https://"))  # absolute form: sent to us as a forward proxy
+    if proxied:
+        target = "/" + target.split("/", 3)[3] if target.count("/") >= 3 else "/"
     headers: dict[str, str] = {}
     for line in header_lines:
         if line:
@@ -354,4 +386,4 @@ async def _read_request(reader: asyncio.StreamReader) -> Recorded | None:
         body: Any = json.loads(raw) if raw else None
     except ValueError:
         body = None
-    return Recorded(method=method, path=target, headers=headers, body=body, raw=raw)
+    return Recorded(method=method, path=target, headers=headers, body=body, raw=raw, proxied=proxied)
