@@ -26,10 +26,13 @@ from chat.errors import (
 from chat.events import Finish, TextDelta, Usage
 from chat.messages import ChatRequest, Message
 from chat.providers import State, build_providers
+from chat.providers.body import ReadPacer
 from chat.providers.anthropic import AnthropicProvider
 from tests.wire import Script, WireServer
-from tests.wire.fixtures import sdk_env, collect, first_text, free_port, make_settings, merged, text_of, wire  # noqa: F401
+from tests.wire.fixtures import kept_alive, sdk_env, collect, first_text, free_port, make_settings, merged, text_of, wire  # noqa: F401
 from tests.wire.fixtures import (
+    check_connection_reused,
+    check_fast_burst_not_held_back,
     check_fast_upstream_read_in_batches,
     check_malformed_lines_skipped,
     check_waiting_chunks_batched,
@@ -219,6 +222,23 @@ async def test_a_fast_upstream_is_read_in_paced_batches(wire: WireServer, provid
 
 async def test_chunks_already_waiting_arrive_as_fewer_text_events(wire: WireServer, provider: AnthropicProvider) -> None:
     await check_waiting_chunks_batched(wire, lambda: provider.stream(request()))
+
+
+async def test_answers_reuse_one_upstream_connection(kept_alive: WireServer) -> None:
+    provider = AnthropicProvider(make_settings(), api_key=SecretStr(KEY), base_url=kept_alive.url)
+    try:
+        await check_connection_reused(kept_alive, lambda text: provider.stream(request(text)))
+    finally:
+        await provider.aclose()
+
+
+async def test_a_fast_burst_is_not_held_back_by_read_pacing(wire: WireServer) -> None:
+    pacer = ReadPacer()
+    provider = AnthropicProvider(make_settings(), api_key=SecretStr(KEY), base_url=wire.url, reads=pacer)
+    try:
+        await check_fast_burst_not_held_back(wire, lambda: provider.stream(request()), pacer)
+    finally:
+        await provider.aclose()
 
 
 async def test_closing_early_disconnects_within_a_second(wire: WireServer, provider: AnthropicProvider) -> None:

@@ -29,10 +29,13 @@ from chat.events import Finish, TextDelta, Usage
 from chat.messages import ChatRequest, Message
 from chat.providers import State, build_providers
 from chat.providers.errors_map import classify, retry_after
+from chat.providers.body import ReadPacer
 from chat.providers.openai import OpenAIProvider
 from tests.wire import Script, WireServer
-from tests.wire.fixtures import sdk_env, collect, first_text, free_port, make_settings, merged, text_of, wire  # noqa: F401
+from tests.wire.fixtures import kept_alive, sdk_env, collect, first_text, free_port, make_settings, merged, text_of, wire  # noqa: F401
 from tests.wire.fixtures import (
+    check_connection_reused,
+    check_fast_burst_not_held_back,
     check_fast_upstream_read_in_batches,
     check_malformed_lines_skipped,
     check_waiting_chunks_batched,
@@ -216,6 +219,23 @@ async def test_chunks_already_waiting_arrive_as_fewer_text_events(wire: WireServ
     await check_waiting_chunks_batched(wire, lambda: provider.stream(request()))
 
 
+async def test_answers_reuse_one_upstream_connection(kept_alive: WireServer) -> None:
+    provider = OpenAIProvider(make_settings(), api_key=SecretStr(KEY), base_url=kept_alive.openai_base_url)
+    try:
+        await check_connection_reused(kept_alive, lambda text: provider.stream(request(text)))
+    finally:
+        await provider.aclose()
+
+
+async def test_a_fast_burst_is_not_held_back_by_read_pacing(wire: WireServer) -> None:
+    pacer = ReadPacer()
+    provider = OpenAIProvider(make_settings(), api_key=SecretStr(KEY), base_url=wire.openai_base_url, reads=pacer)
+    try:
+        await check_fast_burst_not_held_back(wire, lambda: provider.stream(request()), pacer)
+    finally:
+        await provider.aclose()
+
+
 async def test_closing_early_disconnects_within_a_second(wire: WireServer, provider: OpenAIProvider) -> None:
     wire.enqueue(Script(tokens=[f"t{i} " for i in range(200)], delay=0.02))
     stream = provider.stream(request())
@@ -336,3 +356,25 @@ def test_anything_unexpected_at_an_adapter_boundary_is_still_a_provider_error(ca
     assert isinstance(error, ConnectionFailed) and error.fallback
     assert "unexpected response (AttributeError)" in error.describe()
     assert "AttributeError" in caplog.text  # logged with its traceback for the developers
+
+
+async def test_proxy_variables_are_honoured(wire: WireServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With HTTP_PROXY set the SDK's own transport serves (aiohttp's would not
+    read the proxy settings): requests go through the proxy, hosts in NO_PROXY
+    are reached directly, and both stream their answers, paced as usual."""
+    monkeypatch.setenv("HTTP_PROXY", wire.url)
+    monkeypatch.setenv("NO_PROXY", "localhost")
+    provider = OpenAIProvider(make_settings(), api_key=SecretStr(KEY), base_url="http://upstream.test/v1")
+    try:
+        events, error = await collect(provider.stream(request("via the proxy")))
+        assert error is None and text_of(events) == "Echo: via the proxy"
+        assert wire.chat_requests[-1].proxied and wire.chat_requests[-1].path == "/v1/chat/completions"
+    finally:
+        await provider.aclose()
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    provider = OpenAIProvider(make_settings(), api_key=SecretStr(KEY), base_url=wire.openai_base_url)
+    try:
+        await check_fast_upstream_read_in_batches(wire, lambda: provider.stream(request()))
+        assert not wire.chat_requests[-1].proxied
+    finally:
+        await provider.aclose()

@@ -34,6 +34,7 @@ from ..errors import (
 from ..events import Event
 from ..messages import ChatRequest
 from .base import Availability, LoopClient, State, guard_stream
+from . import aio
 from .body import ReadPacer, ending, read_text
 from .errors_map import clean, make_error, public_url, transport_error, unexpected_error
 from .wire import AnthropicDecoder
@@ -88,6 +89,7 @@ class AnthropicProvider:
             api_key=self._api_key.get_secret_value(),
             base_url=self._base_url,
             max_retries=0,
+            http_client=aio.client(anthropic.DefaultAsyncHttpxClient),  # on aiohttp (``aio`` says why)
             # The router enforces first-token and stall timeouts; the read
             # timeout is only a backstop that never fires before them.
             timeout=anthropic.Timeout(s.first_token_timeout + s.stall_timeout, connect=s.connect_timeout),
@@ -112,8 +114,10 @@ class AnthropicProvider:
                 model=request.model, messages=[], stream=True, extra_body=body,
                 max_tokens=request.max_tokens or self._settings.max_output_tokens,
             ) as response:
-                network = response.http_response.extensions.get("network_stream")
-                async with contextlib.aclosing(read_text(response.iter_bytes(), decoder, network, self._reads)) as texts:
+                extensions = response.http_response.extensions  # aio.READS, or httpcore's network stream (proxied)
+                reading = read_text(response.iter_bytes(), decoder, self._reads, reads=extensions.get(aio.READS),
+                                    network=extensions.get("network_stream"))
+                async with contextlib.aclosing(reading) as texts:
                     async for delta in texts:
                         yield delta
         for event in ending(decoder, model_id, "the model declined to answer"):  # usage and Finish (nothing if the end marker never came)

@@ -1,8 +1,14 @@
-"""Reading a streamed response body: one text event per socket read.
+"""Reading a streamed response body: one text event per read.
 
-The adapters hand ``read_text`` the body's byte chunks (as the SDK's HTTP
-client yields them, one per HTTP chunk), a ``wire`` decoder for the format,
-and the connection's network stream; it yields the answer's text.
+The adapters hand ``read_text`` the body's bytes as their HTTP client yields
+them, a ``wire`` decoder for the format and how to pace the reads; it yields
+the answer's text. Two clients, two ways to pace:
+
+- openai and anthropic run on aiohttp (``aio``): each pull of the body
+  returns everything buffered, so ``read_text`` paces the pulls and pauses
+  the socket in between (``_paced_pulls``);
+- ollama's httpx yields one piece per HTTP chunk, so its socket reads are
+  paced instead (``_PacedReads``, on the connection's network stream).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from contextlib import aclosing, suppress
 from ..errors import ContentFiltered
 from ..events import Event, Finish, TextDelta
 from ..streaming import LoadShare, coalesce
+from .aio import Reads
 from .wire import Decoder
 
 __all__ = ["READ_GAP", "ReadPacer", "ending", "read_text"]
@@ -29,6 +36,10 @@ log = logging.getLogger(__name__)
 READ_GAP = 0.01
 # Under load the gap grows (see ReadPacer), up to this.
 MAX_READ_GAP = 0.05
+# A pull this large suggests more is waiting (one pull returns up to
+# aio.PULL_BYTES): the next one is not held back, so a fast upstream is read
+# as fast as it sends.
+_FULL_PULL = 8 * 1024
 # After the end marker, how long the rest of a body may take (the terminating
 # chunk, usually already here) so an HTTP/1.1 connection can be reused.
 _DRAIN_SECONDS = 0.1
@@ -53,20 +64,25 @@ class ReadPacer(LoadShare):
 
 
 async def read_text(
-    chunks: AsyncIterator[bytes], decoder: Decoder, network: object | None, pacer: ReadPacer,
+    chunks: AsyncIterator[bytes], decoder: Decoder, pacer: ReadPacer, *,
+    reads: Reads | None = None, network: object | None = None,
 ) -> AsyncIterator[TextDelta]:
-    """The text of a response body: one ``TextDelta`` per socket read.
+    """The text of a response body: one ``TextDelta`` per read.
 
-    ``chunks`` (the body) is read in a task of its own (``coalesce``): the HTTP
-    chunks that one socket read brought (or that arrived while the consumer
-    was busy) are decoded at once and passed up as one delta. ``network`` is the
-    response's ``network_stream`` extension, if any: its reads are paced
-    (``_PacedReads``) by ``pacer`` (the process's shared one). Raises the decoder's in-stream error after the text that
+    ``chunks`` (the body) is read in a task of its own (``coalesce``): what one
+    read brought (or what arrived while the consumer was busy) is decoded at
+    once and passed up as one delta. Reads are paced by ``pacer`` (the
+    process's shared one): given ``reads`` (the response's ``aio.READS``) the
+    pulls of ``chunks`` (``_paced_pulls``); given ``network`` (the response's
+    ``network_stream`` extension, httpcore) the socket reads (``_PacedReads``);
+    else none. Raises the decoder's in-stream error after the text that
     preceded it. Once the end marker came the answer is complete: a failure
     reading the rest of the body changes nothing. Skipped malformed lines are
     logged once, at the end (model id and count only: no request content, no key).
     """
     try:
+        if reads is not None:
+            chunks, network = _paced_pulls(chunks, decoder, pacer, reads), None
         with pacer.streaming(), _PacedReads(network, decoder, pacer):
             async with aclosing(coalesce(chunks, 0.0)) as batches:
                 try:
@@ -108,6 +124,36 @@ def ending(decoder: Decoder, model_id: str, filtered: str | None = None) -> list
     return [decoder.usage, Finish(decoder.finish)] if decoder.usage is not None else [Finish(decoder.finish)]
 
 
+async def _paced_pulls(chunks: AsyncIterator[bytes], decoder: Decoder, pacer: ReadPacer,
+                       reads: Reads) -> AsyncIterator[bytes]:
+    """``chunks``, each pull started at least the pacer's gap after the previous
+    one returned once text has arrived (the first text is never held back),
+    with the socket's reads paused meanwhile: what the upstream sends waits in
+    the kernel and comes back in one piece — one wake-up of the whole stack
+    instead of one per token. After a pull of ``_FULL_PULL`` bytes or more, or
+    once the end marker came, the next pull is not held back."""
+    loop = asyncio.get_running_loop()
+    last, full = 0.0, False
+    try:
+        while True:
+            if decoder.streamed and not decoder.done and not full and (wait := last + pacer.gap() - loop.time()) > 0:
+                reads.pause()
+                try:
+                    await asyncio.sleep(wait)
+                finally:
+                    reads.resume()
+            try:
+                chunk = await anext(chunks)
+            except StopAsyncIteration:
+                return
+            last, full = loop.time(), len(chunk) >= _FULL_PULL
+            yield chunk
+    finally:
+        close = getattr(chunks, "aclose", None)
+        if close is not None:
+            await close()
+
+
 class _PacedReads:
     """Spaces the socket reads of one HTTP/1.1 connection while its body streams.
 
@@ -118,10 +164,11 @@ class _PacedReads:
     (public, meant for upgraded connections); for the duration of one body its
     ``read`` is wrapped so that, once text has arrived, a read starts at least
     the pacer's gap (``READ_GAP`` alone, more under load) after the previous
-    one returned. What the upstream sends
-    meanwhile waits in the socket buffer and comes back in one read. The
-    wrapper is removed before the connection goes back to the pool. Without
-    that extension (HTTP/2, a transport without sockets) reads are not paced.
+    one returned — unless that one brought ``_FULL_PULL`` bytes or more, or
+    the end marker came. What the upstream sends meanwhile waits in the socket
+    buffer and comes back in one read. The wrapper is removed before the
+    connection goes back to the pool. Without that extension (HTTP/2, a
+    transport without sockets) reads are not paced.
     """
 
     def __init__(self, network: object | None, decoder: Decoder, pacer: ReadPacer) -> None:
@@ -130,6 +177,7 @@ class _PacedReads:
         self._pacer = pacer
         self._read = getattr(network, "read", None)
         self._last = 0.0
+        self._full = False
 
     def __enter__(self) -> None:
         if self._read is None or not inspect.iscoroutinefunction(self._read):
@@ -146,9 +194,13 @@ class _PacedReads:
 
     async def _paced(self, max_bytes: int, timeout: float | None = None) -> bytes:
         loop = asyncio.get_running_loop()
-        if self._decoder.streamed and (wait := self._last + self._pacer.gap() - loop.time()) > 0:
+        decoder = self._decoder
+        if decoder.streamed and not decoder.done and not self._full \
+                and (wait := self._last + self._pacer.gap() - loop.time()) > 0:
             await asyncio.sleep(wait)
+        data = b""
         try:
-            return await self._read(max_bytes, timeout)  # type: ignore[misc]
+            data = await self._read(max_bytes, timeout)  # type: ignore[misc]
+            return data
         finally:
-            self._last = loop.time()
+            self._last, self._full = loop.time(), len(data) >= _FULL_PULL

@@ -140,7 +140,7 @@ class OllamaProvider:
                     await response.aread()
                     raise ollama.ResponseError(response.text, response.status_code)
                 network = response.extensions.get("network_stream")
-                async with contextlib.aclosing(read_text(response.aiter_bytes(), decoder, network, self._reads)) as texts:
+                async with contextlib.aclosing(read_text(response.aiter_bytes(), decoder, self._reads, network=network)) as texts:
                     async for delta in texts:
                         yield delta
         for event in ending(decoder, model_id):  # usage and Finish (nothing if the end marker never came)

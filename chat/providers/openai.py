@@ -34,6 +34,7 @@ from ..errors import (
 from ..events import Event
 from ..messages import ChatRequest
 from .base import Availability, LoopClient, State, guard_stream
+from . import aio
 from .body import ReadPacer, ending, read_text
 from .errors_map import clean, make_error, public_url, transport_error, unexpected_error
 from .wire import OpenAIDecoder
@@ -109,6 +110,7 @@ class OpenAIProvider:
             api_key=key,
             base_url=self._base_url,
             max_retries=0,
+            http_client=aio.client(openai.DefaultAsyncHttpxClient),  # on aiohttp (``aio`` says why)
             timeout=openai.Timeout(
                 # The router enforces first-token and stall timeouts; the read
                 # timeout is only a backstop that never fires before them.
@@ -141,8 +143,10 @@ class OpenAIProvider:
             async with client.chat.completions.with_streaming_response.create(
                 model=request.model, messages=[], stream=True, extra_body=params
             ) as response:
-                network = response.http_response.extensions.get("network_stream")
-                async with contextlib.aclosing(read_text(response.iter_bytes(), decoder, network, self._reads)) as texts:
+                extensions = response.http_response.extensions  # aio.READS, or httpcore's network stream (proxied)
+                reading = read_text(response.iter_bytes(), decoder, self._reads, reads=extensions.get(aio.READS),
+                                    network=extensions.get("network_stream"))
+                async with contextlib.aclosing(reading) as texts:
                     async for delta in texts:
                         yield delta
         for event in ending(decoder, model_id, "the provider filtered the answer"):  # usage and Finish (nothing if the end marker never came)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -39,6 +40,13 @@ def sdk_env(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def wire(sdk_env: None) -> Iterator[WireServer]:
     with WireServer() as server:
+        yield server
+
+
+@pytest.fixture
+def kept_alive(sdk_env: None) -> Iterator[WireServer]:
+    """A wire server that keeps connections open between requests, as providers' do."""
+    with WireServer(keep_alive=True) as server:
         yield server
 
 
@@ -150,3 +158,46 @@ async def check_waiting_chunks_batched(wire: WireServer, stream: Callable[[], As
     deltas = [e for e in events if isinstance(e, TextDelta)]
     assert error is None and text_of(events) == "".join(tokens)
     assert len(deltas) <= len(tokens) // 10, f"{len(deltas)} text events for {len(tokens)} chunks"
+
+
+async def check_connection_reused(wire: WireServer, stream: Callable[[str], AsyncIterator[Any]]) -> None:
+    """Answers one after another, each read to its end, travel over one upstream
+    connection (no new TCP or TLS handshake per answer); one stopped early is
+    closed, and the next answer gets a fresh connection."""
+    from chat.events import Finish
+
+    for i in range(3):
+        events, error = await collect(stream(f"answer {i} [[tokens:40]]"))
+        assert error is None and events[-1] == Finish("stop")
+    peers = [r.peer for r in wire.chat_requests]
+    assert len(set(peers)) == 1, f"{peers}: a connection per answer"
+
+    cut = stream("a long one [[tokens:400]] [[delay:0.01]]")
+    async for _ in cut:
+        break
+    await cut.aclose()
+    assert await wire.wait_disconnect(1.0) is not None, "the stopped answer's connection was closed"
+    events, error = await collect(stream("after [[tokens:5]]"))
+    assert error is None and events[-1] == Finish("stop")
+    assert wire.chat_requests[-1].peer not in peers
+
+
+async def check_fast_burst_not_held_back(wire: WireServer, stream: Callable[[], AsyncIterator[Any]],
+                                         pacer: Any) -> None:
+    """Under the heaviest load (the pacer's longest gap between reads) a body
+    that arrives faster than one read per gap can carry is still read as fast
+    as it comes: a full read is followed by the next at once."""
+    from chat.providers.body import MAX_READ_GAP
+
+    pacer.streams = 10_000  # every read gap at its longest, as with many streams at once
+    try:
+        tokens = [f"token-{i:05d} " for i in range(6000)]  # ~1 MB of SSE
+        wire.enqueue(Script(tokens=tokens, burst=True))
+        started = time.monotonic()
+        events, error = await collect(stream())
+        elapsed = time.monotonic() - started
+    finally:
+        pacer.streams = 0
+    assert error is None and text_of(events) == "".join(tokens)
+    held_back = 1_000_000 / (16 * 1024) * MAX_READ_GAP  # one 16 KB read per gap: ~3 s
+    assert elapsed < held_back / 3, f"{elapsed:.2f} s for a burst (one read per gap would take {held_back:.1f} s)"

@@ -1,0 +1,146 @@
+"""An httpx2 transport on aiohttp, under the openai and anthropic SDKs.
+
+Why: the SDKs' default transport (httpcore + h11, pure Python) parses every
+chunk of a streamed body — one per token — at ~6 µs, and each request costs
+more than over aiohttp, whose C parser decodes the chunked body and whose
+stream hands back everything buffered in one pull. Both SDKs document aiohttp
+"for improved concurrency performance" (``DefaultAioHttpClient``); this
+transport is ours rather than theirs for two things the adapters need:
+
+- the socket's reads can be paused: each response carries ``READS``, with
+  ``pause()`` / ``resume()``, so ``providers.body`` can let a streamed body
+  accumulate in the kernel between two pulls (one wake-up of the whole stack
+  per pull, instead of one per token);
+- aiohttp's errors become the httpx2 errors the SDKs map to their own (the
+  vendored openai transport reports a refused connection as ``ConnectTimeout``).
+
+The SDKs keep building and sending the requests: ``client()`` is the SDK's own
+default client (``http_client``) with this transport — unless proxy variables
+are set (``HTTPS_PROXY``, …): then it is the SDK's client as it comes, so
+proxies and ``NO_PROXY`` work exactly as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
+from urllib.request import getproxies
+
+import aiohttp
+import httpx2
+
+__all__ = ["READS", "AiohttpTransport", "Reads", "client"]
+
+# The response extension holding the body's ``Reads``.
+READS = "relay.reads"
+# One pull of the body returns what is buffered, up to this much.
+PULL_BYTES = 16 * 1024
+_MAX_CONNECTIONS = 1000  # as the SDKs' own limit
+
+
+def client(sdk_client: Callable[..., httpx2.AsyncClient]) -> httpx2.AsyncClient:
+    """The SDK's default client (``openai.DefaultAsyncHttpxClient``, …) on
+    aiohttp, or as it comes when the environment names a proxy."""
+    if any(scheme in getproxies() for scheme in ("http", "https", "all")):
+        return sdk_client()
+    return sdk_client(transport=AiohttpTransport())
+
+
+class Reads:
+    """Pausing the socket a response body streams from (while the response still
+    holds its connection: once the body ended it went back to the pool)."""
+
+    __slots__ = ("_paused", "_response")
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+        self._paused: asyncio.ReadTransport | None = None
+
+    def pause(self) -> None:
+        connection = self._response.connection
+        transport = connection.transport if connection is not None else None
+        if transport is not None and self._paused is None and transport.is_reading():
+            transport.pause_reading()
+            self._paused = transport
+
+    def resume(self) -> None:
+        transport, self._paused = self._paused, None
+        if transport is not None and not transport.is_closing():
+            transport.resume_reading()
+
+
+class AiohttpTransport(httpx2.AsyncBaseTransport):
+    """httpx2 requests over one aiohttp session, made in the first request's event loop."""
+
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=_MAX_CONNECTIONS, ssl=httpx2.create_ssl_context())
+            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+        timeout = request.extensions.get("timeout", {})
+        headers = request.headers.multi_items()
+        try:
+            data: bytes | httpx2.AsyncByteStream | None = request.content or None
+        except httpx2.RequestNotRead:  # a streamed body: aiohttp does the framing
+            data = request.stream  # type: ignore[assignment]
+            headers = [(k, v) for k, v in headers if k.lower() != "transfer-encoding"]
+        with _mapped(request, connecting=True):
+            response = await self._session.request(
+                request.method, str(request.url), headers=headers,
+                data=data, allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(sock_connect=timeout.get("connect"), sock_read=timeout.get("read"),
+                                              connect=timeout.get("pool")),
+                server_hostname=request.extensions.get("sni_hostname"),
+            )
+        extensions: dict[str, object] = {"http_version": b"HTTP/1.1", READS: Reads(response)}
+        if response.reason:
+            extensions["reason_phrase"] = response.reason.encode()
+        return httpx2.Response(response.status, headers=list(response.raw_headers),
+                               stream=_Body(request, response), request=request, extensions=extensions)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+class _Body(httpx2.AsyncByteStream):
+    def __init__(self, request: httpx2.Request, response: aiohttp.ClientResponse) -> None:
+        self._request = request
+        self._response = response
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        with _mapped(self._request):
+            async for chunk in self._response.content.iter_chunked(PULL_BYTES):
+                yield chunk
+
+    async def aclose(self) -> None:
+        # A body read to its end already gave its connection back to the pool
+        # (aiohttp does at the end of the message); one left unfinished (Stop,
+        # a fallback) is closed here: the upstream sees the disconnect at once.
+        self._response.close()
+
+
+@contextmanager
+def _mapped(request: httpx2.Request, *, connecting: bool = False) -> Iterator[None]:
+    """aiohttp's errors as the httpx2 errors the SDKs expect (aiohttp's kept as the cause)."""
+    try:
+        yield
+    except aiohttp.ServerDisconnectedError as exc:
+        raise httpx2.RemoteProtocolError("the server closed the connection", request=request) from exc
+    except aiohttp.ClientPayloadError as exc:
+        raise httpx2.RemoteProtocolError(f"incomplete response body: {exc}", request=request) from exc
+    except aiohttp.ConnectionTimeoutError as exc:
+        raise httpx2.ConnectTimeout(str(exc) or "connection timed out", request=request) from exc
+    except (aiohttp.SocketTimeoutError, asyncio.TimeoutError) as exc:
+        raise httpx2.ReadTimeout(str(exc) or "read timed out", request=request) from exc
+    except (aiohttp.ClientConnectorError, aiohttp.InvalidURL) as exc:
+        raise httpx2.ConnectError(str(exc), request=request) from exc
+    except (aiohttp.ClientOSError, aiohttp.ClientConnectionError) as exc:
+        error = httpx2.ConnectError if connecting else httpx2.ReadError
+        raise error(str(exc) or type(exc).__name__, request=request) from exc
+    except aiohttp.ClientError as exc:
+        raise httpx2.ReadError(str(exc) or type(exc).__name__, request=request) from exc
