@@ -107,13 +107,18 @@ class ChatService:
             )
         return tokens
 
-    async def respond(self, turn: Turn) -> AsyncIterator[Event]:
+    async def respond(self, turn: Turn, route: Route | None = None) -> AsyncIterator[Event]:
         """Stream the answer to ``turn`` as events; raises ``ChatError`` subclasses.
+
+        ``route``: when the caller already validated ``turn`` and resolved its
+        route (the API does, to refuse a bad request with its own status before
+        the stream starts); else both happen here.
 
         With the response cache on, a complete answer to the same request is
         replayed (no model called), and a new complete answer is stored."""
-        self.validate(turn)
-        route = self.router.resolve(turn.model_id, turn.message)
+        if route is None:
+            self.validate(turn)
+            route = self.router.resolve(turn.model_id, turn.message)
         cache = self.cache
         if cache is None or turn.answer_so_far:
             async for event in self._answer(turn, route):

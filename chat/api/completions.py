@@ -95,7 +95,7 @@ async def chat_completions(api: Api, request: Request, admission: Admission, cal
     planned = route.chain[0] if route.chain else route.primary
     answer = Answer(router.catalogue, model=planned.id, include_usage=req.include_usage, keep_text=not req.stream)
     chain = ",".join(dict.fromkeys([route.primary.id, *(spec.id for spec in route.chain)]))
-    events = api.runtime.service.respond(turn)
+    events = api.runtime.service.respond(turn, route)
     if admission.identity is not None:
         events = api.runtime.gate.metered(admission.identity, events)
     pump = EventPump(events, settings.sse_heartbeat)
