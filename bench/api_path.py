@@ -1,7 +1,8 @@
 """What the API path adds: ``python app.py``'s /v1/chat/completions against the
 same upstream read directly, in the same run.
 
-A wire server (``python -m tests.wire``, its own process) speaks OpenAI's SSE;
+A wire server (``python -m tests.wire --keep-alive``, its own process: it keeps
+connections open between requests, as providers' servers do) speaks OpenAI's SSE;
 ``python app.py`` (its own process) has one model, ``openai:wire``, on it. One
 client (httpx, asyncio, reading ``data:`` lines as any SSE client does) reads
 the wire server directly and through the app, alternating, so both see the
@@ -12,6 +13,15 @@ same machine load:
 - ``streams_50``: 50 concurrent streams of 200 tokens at 50 tokens/s each;
   p95 time to first text (target ≤ 2× direct's) and aggregate tokens/s
   (target ≥ 0.8× direct's).
+
+  Each concurrent scenario runs a first round for each target, then
+  ``--rounds`` more, alternating which target goes first; the figures pool
+  the measured rounds (the p95 over every stream of them, CPU over every
+  token: /proc's CPU counts in 10 ms ticks). The first round is reported
+  apart (``first_round``): there the app opens its upstream connections, one
+  per stream, as a freshly started app does in its first burst; later rounds
+  find them open, as a running app does (the single-stream runs warm up
+  likewise).
 - ``long_4000``: one 4,000-token answer at 1,000 tokens/s; total time
   (target ≤ 1.05× direct's).
 - ``streams_20``: issue #10's load, as ``bench/ui_path.py`` puts it on the page:
@@ -37,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -117,24 +128,52 @@ async def idle_cpu_per_s(pid: int, seconds: float = 3.0) -> float:
     return (cpu_seconds(pid) - cpu) / seconds
 
 
-async def concurrent(client: httpx.AsyncClient, target: Target, streams: int, tokens: int, pace: str,
-                     pid: int | None, idle: float = 0.0) -> dict[str, float]:
+async def concurrent(clients: list[httpx.AsyncClient], target: Target, streams: int, tokens: int, pace: str,
+                     pid: int | None) -> dict[str, object]:
+    """One round: ``streams`` answers at once, each from a client of its own (as
+    many users would: one shared pool of 50+ connections costs httpcore time
+    that grows with their number, in the client, and would blur both sides);
+    their TTFTs, the wall time and the app's CPU."""
     prompt = f"Many [[tokens:{tokens}]] {pace}"
     cpu = cpu_seconds(pid) if pid else 0.0
     started = time.perf_counter()
-    results = await asyncio.gather(*(one(client, target, prompt) for _ in range(streams)))
+    results = await asyncio.gather(*(one(clients[i], target, prompt) for i in range(streams)))
     wall = time.perf_counter() - started
     chars = sum(r[2] for r in results)
     expected = streams * len("".join(f"w{i} " for i in range(tokens)))
     if chars != expected:
         raise RuntimeError(f"{target.name}: {chars} characters received, {expected} expected")
-    out = {"p95_ttft_ms": round(pct([r[0] * 1000 for r in results], 0.95), 1),
-           "tokens_per_s": round(streams * tokens / wall, 1), "wall_s": round(wall, 3)}
-    if pid:
-        used = cpu_seconds(pid) - cpu
-        out["cpu_us_per_token"] = round(used / (streams * tokens) * 1e6, 1)
-        out["cpu_over_idle_us_per_token"] = round(max(0.0, used - idle * wall) / (streams * tokens) * 1e6, 1)
-    return out
+    return {"ttfts_ms": [r[0] * 1000 for r in results], "tokens": streams * tokens, "wall_s": wall,
+            "cpu_s": cpu_seconds(pid) - cpu if pid else 0.0}
+
+
+def pooled(runs: list[dict[str, object]], idle: float = 0.0) -> dict[str, float]:
+    """Rounds of one target taken together: p95 TTFT over every stream, tokens/s
+    over the summed wall time, the app's CPU per token over every token."""
+    ttfts = [t for run in runs for t in run["ttfts_ms"]]  # type: ignore[attr-defined]
+    tokens = sum(run["tokens"] for run in runs)  # type: ignore[misc]
+    wall = sum(run["wall_s"] for run in runs)  # type: ignore[misc]
+    cpu = sum(run["cpu_s"] for run in runs)  # type: ignore[misc]
+    return {"p95_ttft_ms": round(pct(ttfts, 0.95), 1), "tokens_per_s": round(tokens / wall, 1),
+            "wall_s": round(wall / len(runs), 3), "cpu_us_per_token": round(cpu / tokens * 1e6, 1),
+            "cpu_over_idle_us_per_token": round(max(0.0, cpu - idle * wall) / tokens * 1e6, 1)}
+
+
+async def scenario(clients: list[httpx.AsyncClient], direct: Target, app: Target, streams: int, tokens: int, pace: str,
+                   pid: int, idle: float, rounds: int) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+    """(direct, app, app's first round): a first round each, on connections
+    not yet open (the "cold" figures: the app opens its upstream connections
+    then), then ``rounds`` each, alternating which goes first, pooled."""
+    cold_d = await concurrent(clients, direct, streams, tokens, pace, None)
+    cold_a = await concurrent(clients, app, streams, tokens, pace, pid)
+    runs: dict[str, list[dict[str, object]]] = {"direct": [], "app": []}
+    for i in range(rounds):
+        for target in (direct, app) if i % 2 else (app, direct):
+            runs[target.name].append(await concurrent(clients, target, streams, tokens, pace,
+                                                      pid if target is app else None))
+    cold = {"direct_p95_ttft_ms": pooled([cold_d])["p95_ttft_ms"], "app_p95_ttft_ms": pooled([cold_a])["p95_ttft_ms"]}
+    cold["ttft_ratio"] = round(cold["app_p95_ttft_ms"] / cold["direct_p95_ttft_ms"], 2)
+    return pooled(runs["direct"]), pooled(runs["app"], idle), cold
 
 
 async def layer(events: int = 2000, requests: int = 10) -> dict[str, float]:
@@ -215,18 +254,20 @@ async def layer(events: int = 2000, requests: int = 10) -> dict[str, float]:
             "api_adds_us_per_event": round(api - service, 2)}
 
 
-async def measure(direct: Target, app: Target, app_pid: int, runs: int) -> dict[str, object]:
-    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
-    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+async def measure(direct: Target, app: Target, app_pid: int, runs: int, rounds: int) -> dict[str, object]:
+    # Idle connections dropped after 2 s, before uvicorn's 5 s keep-alive timeout (as bench/soak.py):
+    # each round opens its client connections anew, to both targets alike.
+    limits = httpx.Limits(max_connections=2, max_keepalive_connections=2, keepalive_expiry=2.0)
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [await stack.enter_async_context(httpx.AsyncClient(timeout=120, limits=limits)) for _ in range(50)]
         idle = await idle_cpu_per_s(app_pid)
-        single = await ttft_single(client, direct, app, runs)
-        many_d = await concurrent(client, direct, 50, 200, "[[delay:0.02]]", None)
-        many_a = await concurrent(client, app, 50, 200, "[[delay:0.02]]", app_pid, idle)
+        single = await ttft_single(clients[0], direct, app, runs)
+        many_d, many_a, many_cold = await scenario(clients, direct, app, 50, 200, "[[delay:0.02]]", app_pid, idle,
+                                                   rounds)
         # Issue #10's load (as bench/ui_path.py): first token at 100 ms, then 500 tokens/s.
-        twenty_d = await concurrent(client, direct, 20, 200, "[[stall:0.1]] [[rate:500]]", None)
-        twenty_a = await concurrent(client, app, 20, 200, "[[stall:0.1]] [[rate:500]]", app_pid, idle)
-        long_d = await concurrent(client, direct, 1, 4000, "[[delay:0.001]]", None)
-        long_a = await concurrent(client, app, 1, 4000, "[[delay:0.001]]", app_pid, idle)
+        twenty_d, twenty_a, _ = await scenario(clients, direct, app, 20, 200, "[[stall:0.1]] [[rate:500]]", app_pid,
+                                               idle, rounds)
+        long_d, long_a, _ = await scenario(clients, direct, app, 1, 4000, "[[delay:0.001]]", app_pid, idle, rounds)
     return {
         "layer": await layer(),
         "ttft_1": single,
@@ -235,6 +276,7 @@ async def measure(direct: Target, app: Target, app_pid: int, runs: int) -> dict[
             "ttft_ratio": round(many_a["p95_ttft_ms"] / many_d["p95_ttft_ms"], 2),
             "direct_tokens_per_s": many_d["tokens_per_s"], "app_tokens_per_s": many_a["tokens_per_s"],
             "tokens_per_s_ratio": round(many_a["tokens_per_s"] / many_d["tokens_per_s"], 3),
+            "first_round": many_cold,
         },
         "streams_20": {
             "direct_p95_ttft_ms": twenty_d["p95_ttft_ms"], "app_p95_ttft_ms": twenty_a["p95_ttft_ms"],
@@ -254,6 +296,7 @@ async def measure(direct: Target, app: Target, app_pid: int, runs: int) -> dict[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=40, help="single-stream requests per target")
+    parser.add_argument("--rounds", type=int, default=3, help="measured rounds of each concurrent scenario")
     args = parser.parse_args()
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ANTHROPIC_", "OLLAMA_", "CHAT_"))}
@@ -264,7 +307,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         catalogue = Path(tmp) / "models.toml"
         catalogue.write_text(CATALOGUE)
-        wire = subprocess.Popen([sys.executable, "-m", "tests.wire", "--port", str(wire_port), "--ollama-models", ""],
+        wire = subprocess.Popen([sys.executable, "-m", "tests.wire", "--port", str(wire_port), "--ollama-models", "",
+                                 "--keep-alive"],
                                 cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         app_env = {**env, "OPENAI_BASE_URL": f"http://127.0.0.1:{wire_port}/v1", "OPENAI_API_KEY": "sk-bench",
                    "CHAT_MODELS_FILE": str(catalogue), "CHAT_LOCAL_MODEL_ENABLED": "false",
@@ -278,7 +322,7 @@ def main() -> None:
             wait_http(f"http://127.0.0.1:{app_port}/health?live=1", 90, app)
             direct = Target("direct", f"http://127.0.0.1:{wire_port}/v1/chat/completions", "wire")
             via_app = Target("app", f"http://127.0.0.1:{app_port}/v1/chat/completions", "openai:wire")
-            figures = asyncio.run(measure(direct, via_app, app.pid, args.runs))
+            figures = asyncio.run(measure(direct, via_app, app.pid, args.runs, args.rounds))
         finally:
             for proc in (app, wire):
                 stop_process(proc)
@@ -292,7 +336,7 @@ def main() -> None:
         # Issue #10's target, on its load (20 streams at 500 tokens/s).
         "cpu_streams_20_le_25us_per_token": figures["app_cpu_us_per_token"]["streams_20"] <= 25,
     }
-    print(json.dumps({"bench": "api_path", "runs": args.runs, **figures}))
+    print(json.dumps({"bench": "api_path", "runs": args.runs, "rounds": args.rounds, **figures}))
 
 
 if __name__ == "__main__":

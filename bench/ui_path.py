@@ -1,6 +1,7 @@
 """The streaming hot path: what the page path adds to an upstream's stream.
 
-A wire server (``python -m tests.wire``, its own process) plays an
+A wire server (``python -m tests.wire --keep-alive``, its own process, keeping
+connections open between requests as providers' servers do) plays an
 OpenAI-compatible upstream; ``python app.py`` (its own process, no embedded
 model, no Ollama) points at it. A raw client speaks Gradio's queue protocol as
 the page does — ``POST /gradio_api/queue/join`` then the SSE stream
@@ -220,7 +221,7 @@ async def main(one: int, rounds: int) -> dict[str, Any]:
     wire_port, app_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ANTHROPIC_", "OLLAMA_", "CHAT_"))}
     env.update({"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost", "GRADIO_ANALYTICS_ENABLED": "False"})
-    wire_proc = subprocess.Popen([sys.executable, "-m", "tests.wire", "--port", str(wire_port)], cwd=ROOT, env=env,
+    wire_proc = subprocess.Popen([sys.executable, "-m", "tests.wire", "--port", str(wire_port), "--keep-alive"], cwd=ROOT, env=env,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wire = f"http://127.0.0.1:{wire_port}"
     env.update({"OPENAI_BASE_URL": f"{wire}/v1", "OPENAI_API_KEY": "sk-bench", "CHAT_MODELS_FILE": str(workdir / "models.toml"),
