@@ -14,11 +14,22 @@ runtime takes over (warm, one copy) instead of loading another.
 from __future__ import annotations
 
 import gc
+import importlib.util
 import logging
 import os
+import sys
 
 # Gradio's version check and telemetry otherwise reach for the network at start.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+# Gradio's queue recomputes its monitoring summary (a pandas table of up to
+# 10,000 recorded events, in a worker thread) after every event of every
+# user: every 1,000 events, over the last 1,000, is plenty.
+os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000")
+os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", "1000")
+# Gradio imports matplotlib around every event it runs, twice; when it is not
+# installed, each try searches sys.path anew. Recorded as missing once.
+if importlib.util.find_spec("matplotlib") is None:
+    sys.modules["matplotlib"] = None  # type: ignore[assignment]
 
 import gradio as gr  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
