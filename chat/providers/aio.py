@@ -9,8 +9,10 @@ transport is ours rather than theirs for two things the adapters need:
 
 - the socket's reads can be paused: each response carries ``READS``, with
   ``pause()`` / ``resume()``, so ``providers.body`` can let a streamed body
-  accumulate in the kernel between two pulls (one wake-up of the whole stack
-  per pull, instead of one per token);
+  accumulate between two pulls — in the kernel over plain HTTP; over TLS in
+  asyncio's SSL buffer, still read from the socket as it comes but decrypted
+  and parsed in one piece — one wake-up of aiohttp and the whole stack above
+  it per pull, instead of one per token;
 - aiohttp's errors become the httpx2 errors the SDKs map to their own (the
   vendored openai transport reports a refused connection as ``ConnectTimeout``).
 
@@ -23,6 +25,7 @@ proxies and ``NO_PROXY`` work exactly as before.
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from urllib.request import getproxies
@@ -36,7 +39,15 @@ __all__ = ["READS", "AiohttpTransport", "Reads", "client"]
 READS = "relay.reads"
 # One pull of the body returns what is buffered, up to this much.
 PULL_BYTES = 16 * 1024
-_MAX_CONNECTIONS = 1000  # as the SDKs' own limit
+# As the SDKs' own clients: at most 1,000 connections, an idle one closed
+# after 5 s (before a server closes it under a request: uvicorn-based ones,
+# vLLM's for one, close idle connections after 5 s), and TCP keep-alive
+# probes after 60 s of silence (anthropic's; a long wait for a reasoning
+# model's first token must survive NATs and load balancers).
+_MAX_CONNECTIONS = 1000
+_KEEPALIVE_EXPIRY = 5.0
+_TCP_KEEPALIVE = [(name, value) for name, value in (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 60), ("TCP_KEEPCNT", 5))
+                  if hasattr(socket, name)]
 
 
 def client(sdk_client: Callable[..., httpx2.AsyncClient]) -> httpx2.AsyncClient:
@@ -78,8 +89,11 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         if self._session is None:
-            connector = aiohttp.TCPConnector(limit=_MAX_CONNECTIONS, ssl=httpx2.create_ssl_context())
-            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+            connector = aiohttp.TCPConnector(limit=_MAX_CONNECTIONS, keepalive_timeout=_KEEPALIVE_EXPIRY,
+                                             ssl=httpx2.create_ssl_context(), socket_factory=_keepalive_socket)
+            # httpx2 above keeps the cookies and decodes the content (gzip, …).
+            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
+                                                  cookie_jar=aiohttp.DummyCookieJar())
         timeout = request.extensions.get("timeout", {})
         headers = request.headers.multi_items()
         try:
@@ -87,7 +101,7 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
         except httpx2.RequestNotRead:  # a streamed body: aiohttp does the framing
             data = request.stream  # type: ignore[assignment]
             headers = [(k, v) for k, v in headers if k.lower() != "transfer-encoding"]
-        with _mapped(request, connecting=True):
+        with _mapped(request):
             response = await self._session.request(
                 request.method, str(request.url), headers=headers,
                 data=data, allow_redirects=False,
@@ -124,23 +138,34 @@ class _Body(httpx2.AsyncByteStream):
         self._response.close()
 
 
+def _keepalive_socket(addr_info: tuple) -> socket.socket:  # type: ignore[type-arg]
+    family, type_, proto, _, _ = addr_info
+    sock = socket.socket(family=family, type=type_, proto=proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in _TCP_KEEPALIVE:
+        sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+    return sock
+
+
 @contextmanager
-def _mapped(request: httpx2.Request, *, connecting: bool = False) -> Iterator[None]:
-    """aiohttp's errors as the httpx2 errors the SDKs expect (aiohttp's kept as the cause)."""
+def _mapped(request: httpx2.Request) -> Iterator[None]:
+    """aiohttp's errors as the httpx2 errors httpx's own transport raises for
+    the same failure (aiohttp's kept as the cause); the SDKs map those."""
     try:
         yield
     except aiohttp.ServerDisconnectedError as exc:
         raise httpx2.RemoteProtocolError("the server closed the connection", request=request) from exc
     except aiohttp.ClientPayloadError as exc:
         raise httpx2.RemoteProtocolError(f"incomplete response body: {exc}", request=request) from exc
+    except aiohttp.ClientResponseError as exc:  # a response head that does not parse
+        raise httpx2.RemoteProtocolError(str(exc) or type(exc).__name__, request=request) from exc
     except aiohttp.ConnectionTimeoutError as exc:
         raise httpx2.ConnectTimeout(str(exc) or "connection timed out", request=request) from exc
     except (aiohttp.SocketTimeoutError, asyncio.TimeoutError) as exc:
         raise httpx2.ReadTimeout(str(exc) or "read timed out", request=request) from exc
-    except (aiohttp.ClientConnectorError, aiohttp.InvalidURL) as exc:
+    except aiohttp.ClientConnectorError as exc:  # refused, unreachable, DNS, TLS handshake
         raise httpx2.ConnectError(str(exc), request=request) from exc
-    except (aiohttp.ClientOSError, aiohttp.ClientConnectionError) as exc:
-        error = httpx2.ConnectError if connecting else httpx2.ReadError
-        raise error(str(exc) or type(exc).__name__, request=request) from exc
-    except aiohttp.ClientError as exc:
+    except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError) as exc:
+        raise httpx2.UnsupportedProtocol(str(exc), request=request) from exc
+    except aiohttp.ClientError as exc:  # a reset or other failure once connected
         raise httpx2.ReadError(str(exc) or type(exc).__name__, request=request) from exc

@@ -18,12 +18,15 @@ import inspect
 import logging
 from collections.abc import AsyncIterator
 from contextlib import aclosing, suppress
+from typing import TYPE_CHECKING
 
 from ..errors import ContentFiltered
 from ..events import Event, Finish, TextDelta
 from ..streaming import LoadShare, coalesce
-from .aio import Reads
 from .wire import Decoder
+
+if TYPE_CHECKING:
+    from .aio import Reads
 
 __all__ = ["READ_GAP", "ReadPacer", "ending", "read_text"]
 
