@@ -15,13 +15,13 @@ same machine load:
   (target ≥ 0.8× direct's).
 
   Each concurrent scenario runs a first round for each target, then
-  ``--rounds`` more, alternating which target goes first; the figures pool
-  the measured rounds (the p95 over every stream of them, CPU over every
-  token: /proc's CPU counts in 10 ms ticks). The first round is reported
-  apart (``first_round``): there the app opens its upstream connections, one
-  per stream, as a freshly started app does in its first burst; later rounds
-  find them open, as a running app does (the single-stream runs warm up
-  likewise).
+  ``--rounds`` more of each (``scenario``); the figures pool the measured
+  rounds (the p95 over every stream of them, CPU over every token: /proc's
+  CPU counts in 10 ms ticks). The first round is reported apart
+  (``first_round``): there the app opens its upstream connections, one per
+  stream, as after a start or a pause of over 5 s; in the later ones,
+  back to back as under steady load, it finds them open (the single-stream
+  runs warm up likewise).
 - ``long_4000``: one 4,000-token answer at 1,000 tokens/s; total time
   (target ≤ 1.05× direct's).
 - ``streams_20``: issue #10's load, as ``bench/ui_path.py`` puts it on the page:
@@ -161,19 +161,21 @@ def pooled(runs: list[dict[str, object]], idle: float = 0.0) -> dict[str, float]
 
 async def scenario(clients: list[httpx.AsyncClient], direct: Target, app: Target, streams: int, tokens: int, pace: str,
                    pid: int, idle: float, rounds: int) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
-    """(direct, app, app's first round): a first round each, on connections
-    not yet open (the "cold" figures: the app opens its upstream connections
-    then), then ``rounds`` each, alternating which goes first, pooled."""
+    """(direct, app, the first rounds): a first round each, then ``rounds`` of
+    the app back to back, then ``rounds`` direct, each target's pooled.
+
+    In its first round the app opens its upstream connections, one per
+    stream, as after a start or 5 s without a request (idle connections are
+    closed then, as the SDKs' clients do): reported apart. The later rounds
+    follow each other, as the requests of a steadily loaded app do, and find
+    the connections open."""
     cold_d = await concurrent(clients, direct, streams, tokens, pace, None)
     cold_a = await concurrent(clients, app, streams, tokens, pace, pid)
-    runs: dict[str, list[dict[str, object]]] = {"direct": [], "app": []}
-    for i in range(rounds):
-        for target in (direct, app) if i % 2 else (app, direct):
-            runs[target.name].append(await concurrent(clients, target, streams, tokens, pace,
-                                                      pid if target is app else None))
+    app_runs = [await concurrent(clients, app, streams, tokens, pace, pid) for _ in range(rounds)]
+    direct_runs = [await concurrent(clients, direct, streams, tokens, pace, None) for _ in range(rounds)]
     cold = {"direct_p95_ttft_ms": pooled([cold_d])["p95_ttft_ms"], "app_p95_ttft_ms": pooled([cold_a])["p95_ttft_ms"]}
     cold["ttft_ratio"] = round(cold["app_p95_ttft_ms"] / cold["direct_p95_ttft_ms"], 2)
-    return pooled(runs["direct"]), pooled(runs["app"], idle), cold
+    return pooled(direct_runs), pooled(app_runs, idle), cold
 
 
 async def layer(events: int = 2000, requests: int = 10) -> dict[str, float]:
