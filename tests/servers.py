@@ -27,6 +27,23 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def tls_files(directory: Path) -> tuple[str, str, str]:
+    """(CA certificate, server certificate chain, server key) for 127.0.0.1 and
+    localhost, from a throwaway CA: serve HTTPS with the last two, trust the first
+    (``SSL_CERT_FILE``) as a provider's certificate is trusted."""
+    import trustme
+
+    ca = trustme.CA()
+    server = ca.issue_cert("127.0.0.1", "localhost")
+    paths = (directory / "ca.pem", directory / "server.pem", directory / "server.key")
+    ca.cert_pem.write_to_path(str(paths[0]))
+    server.cert_chain_pems[0].write_to_path(str(paths[1]))
+    for extra in server.cert_chain_pems[1:]:
+        extra.write_to_path(str(paths[1]), append=True)
+    server.private_key_pem.write_to_path(str(paths[2]))
+    return str(paths[0]), str(paths[1]), str(paths[2])
+
+
 def debian_binary(name: str, package: str, *, also: tuple[str, ...] = ()) -> str:
     """The path of Debian's ``name`` (on PATH or at one of ``also``), installed
     from ``package`` with apt-get when missing and we are root."""

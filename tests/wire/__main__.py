@@ -21,11 +21,13 @@ def main(argv: list[str] | None = None) -> None:
                         help="comma-separated names listed by /api/tags")
     parser.add_argument("--keep-alive", action="store_true",
                         help="serve several requests per connection, as real providers do")
+    parser.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"), help="serve HTTPS with this certificate and key")
     args = parser.parse_args(argv)
 
     ports = list(args.port) + [p for p in (args.openai_port, args.anthropic_port, args.ollama_port) if p]
     models = [m for m in args.ollama_models.split(",") if m]
-    servers = [WireServer(host=args.host, port=port, ollama_models=models, keep_alive=args.keep_alive).start() for port in ports or [0]]
+    servers = [WireServer(host=args.host, port=port, ollama_models=models, keep_alive=args.keep_alive,
+                          tls=tuple(args.tls) if args.tls else None).start() for port in ports or [0]]
     for server in servers:
         print(f"wire server listening on {server.url}", flush=True)
     stop = threading.Event()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 import threading
 import time
 from collections import deque
@@ -166,9 +167,11 @@ class WireServer:
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0,
                  ollama_models: tuple[str, ...] | list[str] = ("llama3.2:latest", "qwen2.5:0.5b"),
-                 keep_alive: bool = False) -> None:
+                 keep_alive: bool = False, tls: tuple[str, str] | None = None) -> None:
+        """``tls``: (certificate file, key file) to serve HTTPS, as providers do."""
         self.host = host
         self.keep_alive = keep_alive
+        self.tls = tls
         self.port = port
         self.ollama_models = list(ollama_models)
         self._scripts: deque[Script] = deque()
@@ -191,7 +194,7 @@ class WireServer:
             self._loop = loop
             try:
                 self._server = loop.run_until_complete(
-                    asyncio.start_server(self._handle, self.host, self.port))
+                    asyncio.start_server(self._handle, self.host, self.port, ssl=self._ssl_context()))
                 self.port = self._server.sockets[0].getsockname()[1]
             except BaseException as exc:  # reported to the starting thread
                 errors.append(exc)
@@ -233,11 +236,18 @@ class WireServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        if self.tls is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(*self.tls)
+        return context
+
     # -- for tests ----------------------------------------------------------------
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     @property
     def openai_base_url(self) -> str:
