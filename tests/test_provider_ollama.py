@@ -27,11 +27,12 @@ from chat.providers import State, build_providers
 from chat.providers.body import ReadPacer
 from chat.providers.ollama import OllamaProvider
 from tests.wire import Script, WireServer
-from tests.wire.fixtures import kept_alive, sdk_env, collect, first_text, free_port, make_settings, merged, text_of, wire  # noqa: F401
+from tests.wire.fixtures import kept_alive, sdk_env, tls_wire, collect, first_text, free_port, make_settings, merged, text_of, wire  # noqa: F401
 from tests.wire.fixtures import (
     check_connection_reused,
     check_fast_burst_not_held_back,
     check_fast_upstream_read_in_batches,
+    check_https_stream_keeps_pace,
     check_malformed_lines_skipped,
     check_waiting_chunks_batched,
     malformed_cases,
@@ -254,6 +255,14 @@ async def test_a_fast_burst_is_not_held_back_by_read_pacing(wire: WireServer) ->
     provider = OllamaProvider(make_settings(OLLAMA_HOST=wire.url), reads=pacer)
     try:
         await check_fast_burst_not_held_back(wire, lambda: provider.stream(request()), pacer)
+    finally:
+        await provider.aclose()
+
+
+async def test_over_https_a_fast_answer_arrives_whole_and_on_time(tls_wire: WireServer) -> None:
+    provider = OllamaProvider(make_settings(OLLAMA_HOST=tls_wire.url))
+    try:
+        await check_https_stream_keeps_pace(tls_wire, lambda: provider.stream(request()))
     finally:
         await provider.aclose()
 

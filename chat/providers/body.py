@@ -171,7 +171,7 @@ class _PacedReads:
     the end marker came. What the upstream sends meanwhile waits in the socket
     buffer and comes back in one read. The wrapper is removed before the
     connection goes back to the pool. Without that extension (HTTP/2, a
-    transport without sockets) reads are not paced.
+    transport without sockets), or over TLS, reads are not paced.
     """
 
     def __init__(self, network: object | None, decoder: Decoder, pacer: ReadPacer) -> None:
@@ -184,6 +184,12 @@ class _PacedReads:
 
     def __enter__(self) -> None:
         if self._read is None or not inspect.iscoroutinefunction(self._read):
+            self._network = None
+            return
+        if getattr(self._network, "get_extra_info", lambda _: None)("ssl_object") is not None:
+            # Over TLS a read returns one TLS record (one token, as providers
+            # write them), however much has arrived: paced, a stream would be
+            # held to one token per gap. Unpaced: one event per record.
             self._network = None
             return
         try:

@@ -12,6 +12,7 @@ import pytest
 from chat.config import Settings
 
 from tests.servers import free_port  # noqa: F401 - the adapter tests import it from here
+from tests.servers import tls_files
 
 from .dialects import Script
 from .server import WireServer
@@ -40,6 +41,15 @@ def sdk_env(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def wire(sdk_env: None) -> Iterator[WireServer]:
     with WireServer() as server:
+        yield server
+
+
+@pytest.fixture
+def tls_wire(sdk_env: None, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[WireServer]:
+    """A wire server on HTTPS, its throwaway CA trusted as a provider's would be."""
+    ca, cert, key = tls_files(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", ca)
+    with WireServer(keep_alive=True, tls=(cert, key)) as server:
         yield server
 
 
@@ -201,3 +211,19 @@ async def check_fast_burst_not_held_back(wire: WireServer, stream: Callable[[], 
     assert error is None and text_of(events) == "".join(tokens)
     held_back = 1_000_000 / (16 * 1024) * MAX_READ_GAP  # one 16 KB read per gap: ~3 s
     assert elapsed < held_back / 3, f"{elapsed:.2f} s for a burst (one read per gap would take {held_back:.1f} s)"
+
+
+async def check_https_stream_keeps_pace(wire: WireServer, stream: Callable[[], AsyncIterator[Any]]) -> None:
+    """Over HTTPS, as providers serve, a fast answer arrives whole and on time:
+    every token is a TLS record of its own, and however reads are spaced, the
+    stream is never held to one record per read."""
+    from chat.providers.body import READ_GAP
+
+    tokens = [f"w{i} " for i in range(400)]
+    wire.enqueue(Script(tokens=tokens, rate=2000))  # 0.2 s at the source
+    started = time.monotonic()
+    events, error = await collect(stream())
+    elapsed = time.monotonic() - started
+    assert error is None and text_of(events) == "".join(tokens)
+    held = len(tokens) * READ_GAP  # one token per read gap: 4 s
+    assert elapsed < held / 4, f"{elapsed:.2f} s for a 0.2 s answer (one token per read gap would take {held:.0f} s)"
