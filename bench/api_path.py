@@ -50,6 +50,7 @@ import asyncio
 import contextlib
 import json
 import os
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -61,7 +62,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.servers import cpu_seconds, free_port, stop_process, wait_http  # noqa: E402
+from tests.servers import cpu_seconds, free_port, stop_process, tls_files, wait_http  # noqa: E402
 
 CATALOGUE = """\
 [[models]]
@@ -256,12 +257,14 @@ async def layer(events: int = 2000, requests: int = 10) -> dict[str, float]:
             "api_adds_us_per_event": round(api - service, 2)}
 
 
-async def measure(direct: Target, app: Target, app_pid: int, runs: int, rounds: int) -> dict[str, object]:
+async def measure(direct: Target, app: Target, app_pid: int, runs: int, rounds: int,
+                  verify: ssl.SSLContext | bool = True) -> dict[str, object]:
     # Idle connections dropped after 2 s, before uvicorn's 5 s keep-alive timeout (as bench/soak.py):
     # each round opens its client connections anew, to both targets alike.
     limits = httpx.Limits(max_connections=2, max_keepalive_connections=2, keepalive_expiry=2.0)
     async with contextlib.AsyncExitStack() as stack:
-        clients = [await stack.enter_async_context(httpx.AsyncClient(timeout=120, limits=limits)) for _ in range(50)]
+        clients = [await stack.enter_async_context(httpx.AsyncClient(timeout=120, limits=limits, verify=verify))
+                   for _ in range(50)]
         idle = await idle_cpu_per_s(app_pid)
         single = await ttft_single(clients[0], direct, app, runs)
         many_d, many_a, many_cold = await scenario(clients, direct, app, 50, 200, "[[delay:0.02]]", app_pid, idle,
@@ -299,6 +302,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=40, help="single-stream requests per target")
     parser.add_argument("--rounds", type=int, default=3, help="measured rounds of each concurrent scenario")
+    parser.add_argument("--tls", action="store_true",
+                        help="the upstream serves HTTPS (a throwaway CA's certificate), as providers do")
     args = parser.parse_args()
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ANTHROPIC_", "OLLAMA_", "CHAT_"))}
@@ -309,10 +314,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         catalogue = Path(tmp) / "models.toml"
         catalogue.write_text(CATALOGUE)
+        scheme, tls, verify = "http", [], True
+        if args.tls:
+            ca, cert, key = tls_files(Path(tmp))
+            scheme, tls, verify = "https", ["--tls", cert, key], ssl.create_default_context(cafile=ca)
+            env["SSL_CERT_FILE"] = os.environ["SSL_CERT_FILE"] = ca  # trusted as a provider's would be
+        upstream = f"{scheme}://127.0.0.1:{wire_port}"
         wire = subprocess.Popen([sys.executable, "-m", "tests.wire", "--port", str(wire_port), "--ollama-models", "",
-                                 "--keep-alive"],
+                                 "--keep-alive", *tls],
                                 cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        app_env = {**env, "OPENAI_BASE_URL": f"http://127.0.0.1:{wire_port}/v1", "OPENAI_API_KEY": "sk-bench",
+        app_env = {**env, "OPENAI_BASE_URL": f"{upstream}/v1", "OPENAI_API_KEY": "sk-bench",
                    "CHAT_MODELS_FILE": str(catalogue), "CHAT_LOCAL_MODEL_ENABLED": "false",
                    "CHAT_OLLAMA_ENABLED": "false", "CHAT_ENV_FILE": "", "GRADIO_SERVER_NAME": "127.0.0.1",
                    "GRADIO_SERVER_PORT": str(app_port),
@@ -320,11 +331,11 @@ def main() -> None:
         app = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=tmp, env=app_env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            wait_http(f"http://127.0.0.1:{wire_port}/v1/models", 90, wire)
+            wait_http(f"{upstream}/v1/models", 90, wire)
             wait_http(f"http://127.0.0.1:{app_port}/health?live=1", 90, app)
-            direct = Target("direct", f"http://127.0.0.1:{wire_port}/v1/chat/completions", "wire")
+            direct = Target("direct", f"{upstream}/v1/chat/completions", "wire")
             via_app = Target("app", f"http://127.0.0.1:{app_port}/v1/chat/completions", "openai:wire")
-            figures = asyncio.run(measure(direct, via_app, app.pid, args.runs, args.rounds))
+            figures = asyncio.run(measure(direct, via_app, app.pid, args.runs, args.rounds, verify))
         finally:
             for proc in (app, wire):
                 stop_process(proc)
@@ -338,7 +349,7 @@ def main() -> None:
         # Issue #10's target, on its load (20 streams at 500 tokens/s).
         "cpu_streams_20_le_25us_per_token": figures["app_cpu_us_per_token"]["streams_20"] <= 25,
     }
-    print(json.dumps({"bench": "api_path", "runs": args.runs, "rounds": args.rounds, **figures}))
+    print(json.dumps({"bench": "api_path", "runs": args.runs, "rounds": args.rounds, "upstream": scheme, **figures}))
 
 
 if __name__ == "__main__":
