@@ -9,10 +9,8 @@ transport is ours rather than theirs for two things the adapters need:
 
 - the socket's reads can be paused: each response carries ``READS``, with
   ``pause()`` / ``resume()``, so ``providers.body`` can let a streamed body
-  accumulate between two pulls — in the kernel over plain HTTP; over TLS in
-  asyncio's SSL buffer, still read from the socket as it comes but decrypted
-  and parsed in one piece — one wake-up of aiohttp and the whole stack above
-  it per pull, instead of one per token;
+  accumulate in the kernel between two pulls, over TLS too — one wake-up of
+  the whole stack per pull, instead of one per token;
 - aiohttp's errors become the httpx2 errors the SDKs map to their own (the
   vendored openai transport reports a refused connection as ``ConnectTimeout``).
 
@@ -60,13 +58,20 @@ def client(sdk_client: Callable[..., httpx2.AsyncClient]) -> httpx2.AsyncClient:
 
 class Reads:
     """Pausing the socket a response body streams from (while the response still
-    holds its connection: once the body ended it went back to the pool)."""
+    holds its connection: once the body ended it went back to the pool).
 
-    __slots__ = ("_paused", "_response")
+    Over TLS, pausing asyncio's SSL transport only stops its delivery: it goes
+    on reading the socket into its own buffer, one wake-up per packet. Its
+    read limit set to 0 for the pause (``set_read_buffer_limits``: "pause
+    whenever the buffer becomes non-empty") stops that too, so the packets
+    wait in the kernel as over plain TCP; the limits are restored on resume."""
+
+    __slots__ = ("_limits", "_paused", "_response")
 
     def __init__(self, response: aiohttp.ClientResponse) -> None:
         self._response = response
         self._paused: asyncio.ReadTransport | None = None
+        self._limits: tuple[int, int] | None = None
 
     def pause(self) -> None:
         connection = self._response.connection
@@ -74,11 +79,19 @@ class Reads:
         if transport is not None and self._paused is None and transport.is_reading():
             transport.pause_reading()
             self._paused = transport
+            limits = getattr(transport, "get_read_buffer_limits", None)  # the SSL transport's
+            if limits is not None:
+                self._limits = limits()
+                transport.set_read_buffer_limits(high=0)  # type: ignore[attr-defined]
 
     def resume(self) -> None:
         transport, self._paused = self._paused, None
+        limits, self._limits = self._limits, None
         if transport is not None and not transport.is_closing():
             transport.resume_reading()
+            if limits is not None:
+                low, high = limits
+                transport.set_read_buffer_limits(high=high, low=low)  # type: ignore[attr-defined]
 
 
 class AiohttpTransport(httpx2.AsyncBaseTransport):
