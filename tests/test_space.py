@@ -96,6 +96,10 @@ def test_a_share_link_offline_warns_and_serves_locally(tmp_path: Path):
     assert "gradio.live" not in text
 
 
+# What the page keeps in the browser's localStorage (the saved chats, encrypted).
+STORED_CHATS = "() => JSON.stringify(Object.entries(localStorage).filter(([k]) => k.startsWith('_saved_conversations')))"
+
+
 @pytest.mark.browser
 def test_saved_chats_survive_a_restart_with_chat_history_secret(browser, tmp_path: Path, artifacts_dir):
     """A Space restarts with a fresh disk: only CHAT_HISTORY_SECRET keeps the key
@@ -120,9 +124,13 @@ def test_saved_chats_survive_a_restart_with_chat_history_secret(browser, tmp_pat
             page.goto(url, wait_until="load")
             box = page.locator("textarea").first
             box.wait_for(timeout=30_000)
+            stored = page.evaluate(STORED_CHATS)
             send(page, box, question)
             page.locator('[data-testid="stop-button"]').wait_for(state="detached", timeout=30_000)
             page.get_by_text(question[:30]).nth(1).wait_for(timeout=10_000)  # listed in the saved chats
+            # ... and in the browser's storage: the list can show it before the
+            # browser has written it, and the app stops right after.
+            page.wait_for_function(f"before => ({STORED_CHATS})() !== before", arg=stored, timeout=10_000)
         with serve("restarted", **cloud, **secret) as url:
             page.goto(url, wait_until="load")
             page.locator("textarea").first.wait_for(timeout=30_000)
