@@ -16,17 +16,15 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing, suppress
-from typing import TYPE_CHECKING
+from typing import Any
 
 from ..errors import ContentFiltered
 from ..events import Event, Finish, TextDelta
 from ..streaming import LoadShare, coalesce
+from . import aio
 from .wire import Decoder
-
-if TYPE_CHECKING:
-    from .aio import Reads
 
 __all__ = ["READ_GAP", "ReadPacer", "ending", "read_text"]
 
@@ -39,9 +37,9 @@ log = logging.getLogger(__name__)
 READ_GAP = 0.01
 # Under load the gap grows (see ReadPacer), up to this.
 MAX_READ_GAP = 0.05
-# A pull this large suggests more is waiting (one pull returns up to
-# aio.PULL_BYTES): the next one is not held back, so a fast upstream is read
-# as fast as it sends.
+# A read this large suggests more is waiting (one pull of aiohttp's returns
+# up to aio.PULL_BYTES): the next one is not held back, so a fast upstream is
+# read as fast as it sends.
 _FULL_PULL = 8 * 1024
 # After the end marker, how long the rest of a body may take (the terminating
 # chunk, usually already here) so an HTTP/1.1 connection can be reused.
@@ -67,26 +65,26 @@ class ReadPacer(LoadShare):
 
 
 async def read_text(
-    chunks: AsyncIterator[bytes], decoder: Decoder, pacer: ReadPacer, *,
-    reads: Reads | None = None, network: object | None = None,
+    chunks: AsyncIterator[bytes], decoder: Decoder, pacer: ReadPacer, extensions: Mapping[str, Any],
 ) -> AsyncIterator[TextDelta]:
     """The text of a response body: one ``TextDelta`` per read.
 
     ``chunks`` (the body) is read in a task of its own (``coalesce``): what one
     read brought (or what arrived while the consumer was busy) is decoded at
     once and passed up as one delta. Reads are paced by ``pacer`` (the
-    process's shared one): given ``reads`` (the response's ``aio.READS``) the
-    pulls of ``chunks`` (``_paced_pulls``); given ``network`` (the response's
-    ``network_stream`` extension, httpcore) the socket reads (``_PacedReads``);
-    else none. Raises the decoder's in-stream error after the text that
+    process's shared one), as the response's ``extensions`` allow: with
+    ``aio.READS`` (aiohttp) the pulls of ``chunks`` (``_paced_pulls``); with
+    httpcore's ``network_stream`` its socket reads (``_PacedReads``); else
+    none. Raises the decoder's in-stream error after the text that
     preceded it. Once the end marker came the answer is complete: a failure
     reading the rest of the body changes nothing. Skipped malformed lines are
     logged once, at the end (model id and count only: no request content, no key).
     """
+    network = extensions.get("network_stream")
+    if (reads := extensions.get(aio.READS)) is not None:
+        chunks, network = _paced_pulls(chunks, _Spacing(decoder, pacer), reads), None
     try:
-        if reads is not None:
-            chunks, network = _paced_pulls(chunks, decoder, pacer, reads), None
-        with pacer.streaming(), _PacedReads(network, decoder, pacer):
+        with pacer.streaming(), _PacedReads(network, _Spacing(decoder, pacer)):
             async with aclosing(coalesce(chunks, 0.0)) as batches:
                 try:
                     async for batch in batches:
@@ -127,19 +125,41 @@ def ending(decoder: Decoder, model_id: str, filtered: str | None = None) -> list
     return [decoder.usage, Finish(decoder.finish)] if decoder.usage is not None else [Finish(decoder.finish)]
 
 
-async def _paced_pulls(chunks: AsyncIterator[bytes], decoder: Decoder, pacer: ReadPacer,
-                       reads: Reads) -> AsyncIterator[bytes]:
-    """``chunks``, each pull started at least the pacer's gap after the previous
-    one returned once text has arrived (the first text is never held back),
-    with the socket's reads paused meanwhile: what the upstream sends waits in
-    the kernel and comes back in one piece — one wake-up of the whole stack
-    instead of one per token. After a pull of ``_FULL_PULL`` bytes or more, or
-    once the end marker came, the next pull is not held back."""
+class _Spacing:
+    """When the next read of one body may start: once text has arrived (the
+    first text is never held back), the pacer's gap after the previous read
+    returned — unless that one brought ``_FULL_PULL`` bytes or more (more is
+    likely waiting), or the end marker came."""
+
+    __slots__ = ("_decoder", "_full", "_last", "_pacer")
+
+    def __init__(self, decoder: Decoder, pacer: ReadPacer) -> None:
+        self._decoder = decoder
+        self._pacer = pacer
+        self._last = 0.0
+        self._full = False
+
+    def wait(self, now: float) -> float:
+        """Seconds to wait before the next read (0 or less: none)."""
+        decoder = self._decoder
+        if not decoder.streamed or decoder.done or self._full:
+            return 0.0
+        return self._last + self._pacer.gap() - now
+
+    def read(self, data: bytes, now: float) -> None:
+        """A read returned ``data`` at ``now``."""
+        self._last, self._full = now, len(data) >= _FULL_PULL
+
+
+async def _paced_pulls(chunks: AsyncIterator[bytes], spacing: _Spacing, reads: aio.Reads) -> AsyncIterator[bytes]:
+    """``chunks``, each pull started as ``spacing`` says, with the socket's
+    reads paused while it waits: what the upstream sends waits in the kernel
+    and comes back in one piece — one wake-up of the whole stack instead of
+    one per token."""
     loop = asyncio.get_running_loop()
-    last, full = 0.0, False
     try:
         while True:
-            if decoder.streamed and not decoder.done and not full and (wait := last + pacer.gap() - loop.time()) > 0:
+            if (wait := spacing.wait(loop.time())) > 0:
                 reads.pause()
                 try:
                     await asyncio.sleep(wait)
@@ -149,7 +169,7 @@ async def _paced_pulls(chunks: AsyncIterator[bytes], decoder: Decoder, pacer: Re
                 chunk = await anext(chunks)
             except StopAsyncIteration:
                 return
-            last, full = loop.time(), len(chunk) >= _FULL_PULL
+            spacing.read(chunk, loop.time())
             yield chunk
     finally:
         close = getattr(chunks, "aclose", None)
@@ -165,22 +185,18 @@ class _PacedReads:
     token on its own would cost one read per token. httpcore hands the
     connection's stream out as the response's ``network_stream`` extension
     (public, meant for upgraded connections); for the duration of one body its
-    ``read`` is wrapped so that, once text has arrived, a read starts at least
-    the pacer's gap (``READ_GAP`` alone, more under load) after the previous
-    one returned — unless that one brought ``_FULL_PULL`` bytes or more, or
-    the end marker came. What the upstream sends meanwhile waits in the socket
-    buffer and comes back in one read. The wrapper is removed before the
+    ``read`` is wrapped so that each read starts as ``_Spacing`` says (the
+    pacer's gap, ``READ_GAP`` alone and more under load, after the previous
+    one). What the upstream sends meanwhile waits in the socket buffer and
+    comes back in one read. The wrapper is removed before the
     connection goes back to the pool. Without that extension (HTTP/2, a
     transport without sockets), or over TLS, reads are not paced.
     """
 
-    def __init__(self, network: object | None, decoder: Decoder, pacer: ReadPacer) -> None:
+    def __init__(self, network: object | None, spacing: _Spacing) -> None:
         self._network = network
-        self._decoder = decoder
-        self._pacer = pacer
+        self._spacing = spacing
         self._read = getattr(network, "read", None)
-        self._last = 0.0
-        self._full = False
 
     def __enter__(self) -> None:
         if self._read is None or not inspect.iscoroutinefunction(self._read):
@@ -203,13 +219,11 @@ class _PacedReads:
 
     async def _paced(self, max_bytes: int, timeout: float | None = None) -> bytes:
         loop = asyncio.get_running_loop()
-        decoder = self._decoder
-        if decoder.streamed and not decoder.done and not self._full \
-                and (wait := self._last + self._pacer.gap() - loop.time()) > 0:
+        if (wait := self._spacing.wait(loop.time())) > 0:
             await asyncio.sleep(wait)
         data = b""
         try:
             data = await self._read(max_bytes, timeout)  # type: ignore[misc]
             return data
         finally:
-            self._last, self._full = loop.time(), len(data) >= _FULL_PULL
+            self._spacing.read(data, loop.time())

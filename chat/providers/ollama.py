@@ -139,8 +139,8 @@ class OllamaProvider:
                 if response.status_code >= 400:
                     await response.aread()
                     raise ollama.ResponseError(response.text, response.status_code)
-                network = response.extensions.get("network_stream")
-                async with contextlib.aclosing(read_text(response.aiter_bytes(), decoder, self._reads, network=network)) as texts:
+                reading = read_text(response.aiter_bytes(), decoder, self._reads, response.extensions)
+                async with contextlib.aclosing(reading) as texts:
                     async for delta in texts:
                         yield delta
         for event in ending(decoder, model_id):  # usage and Finish (nothing if the end marker never came)

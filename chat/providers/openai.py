@@ -143,9 +143,7 @@ class OpenAIProvider:
             async with client.chat.completions.with_streaming_response.create(
                 model=request.model, messages=[], stream=True, extra_body=params
             ) as response:
-                extensions = response.http_response.extensions  # aio.READS, or httpcore's network stream (proxied)
-                reading = read_text(response.iter_bytes(), decoder, self._reads, reads=extensions.get(aio.READS),
-                                    network=extensions.get("network_stream"))
+                reading = read_text(response.iter_bytes(), decoder, self._reads, response.http_response.extensions)
                 async with contextlib.aclosing(reading) as texts:
                     async for delta in texts:
                         yield delta
