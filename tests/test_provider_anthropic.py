@@ -29,7 +29,7 @@ from chat.providers import State, build_providers
 from chat.providers.body import ReadPacer
 from chat.providers.anthropic import AnthropicProvider
 from tests.wire import Script, WireServer
-from tests.wire.fixtures import kept_alive, sdk_env, tls_wire, collect, first_text, free_port, make_settings, merged, text_of, wire  # noqa: F401
+from tests.wire.fixtures import closing, kept_alive, sdk_env, tls_wire, collect, first_text, free_port, make_settings, merged, text_of, wire  # noqa: F401
 from tests.wire.fixtures import (
     check_connection_reused,
     check_fast_burst_not_held_back,
@@ -225,29 +225,20 @@ async def test_chunks_already_waiting_arrive_as_fewer_text_events(wire: WireServ
     await check_waiting_chunks_batched(wire, lambda: provider.stream(request()))
 
 
-async def test_answers_reuse_one_upstream_connection(kept_alive: WireServer) -> None:
-    provider = AnthropicProvider(make_settings(), api_key=SecretStr(KEY), base_url=kept_alive.url)
-    try:
-        await check_connection_reused(kept_alive, lambda text: provider.stream(request(text)))
-    finally:
-        await provider.aclose()
+async def test_answers_reuse_one_upstream_connection(kept_alive: WireServer, closing) -> None:
+    provider = closing(AnthropicProvider(make_settings(), api_key=SecretStr(KEY), base_url=kept_alive.url))
+    await check_connection_reused(kept_alive, lambda text: provider.stream(request(text)))
 
 
-async def test_a_fast_burst_is_not_held_back_by_read_pacing(wire: WireServer) -> None:
+async def test_a_fast_burst_is_not_held_back_by_read_pacing(wire: WireServer, closing) -> None:
     pacer = ReadPacer()
-    provider = AnthropicProvider(make_settings(), api_key=SecretStr(KEY), base_url=wire.url, reads=pacer)
-    try:
-        await check_fast_burst_not_held_back(wire, lambda: provider.stream(request()), pacer)
-    finally:
-        await provider.aclose()
+    provider = closing(AnthropicProvider(make_settings(), api_key=SecretStr(KEY), base_url=wire.url, reads=pacer))
+    await check_fast_burst_not_held_back(wire, lambda: provider.stream(request()), pacer)
 
 
-async def test_over_https_a_fast_answer_arrives_whole_and_on_time(tls_wire: WireServer) -> None:
-    provider = AnthropicProvider(make_settings(), api_key=SecretStr(KEY), base_url=tls_wire.url)
-    try:
-        await check_https_stream_keeps_pace(tls_wire, lambda: provider.stream(request()))
-    finally:
-        await provider.aclose()
+async def test_over_https_a_fast_answer_arrives_whole_and_on_time(tls_wire: WireServer, closing) -> None:
+    provider = closing(AnthropicProvider(make_settings(), api_key=SecretStr(KEY), base_url=tls_wire.url))
+    await check_https_stream_keeps_pace(tls_wire, lambda: provider.stream(request()))
 
 
 async def test_closing_early_disconnects_within_a_second(wire: WireServer, provider: AnthropicProvider) -> None:

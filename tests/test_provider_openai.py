@@ -32,7 +32,7 @@ from chat.providers.errors_map import classify, retry_after
 from chat.providers.body import ReadPacer
 from chat.providers.openai import OpenAIProvider
 from tests.wire import Script, WireServer
-from tests.wire.fixtures import kept_alive, sdk_env, tls_wire, collect, first_text, free_port, make_settings, merged, text_of, wire  # noqa: F401
+from tests.wire.fixtures import closing, kept_alive, sdk_env, tls_wire, collect, first_text, free_port, make_settings, merged, text_of, wire  # noqa: F401
 from tests.wire.fixtures import (
     check_connection_reused,
     check_fast_burst_not_held_back,
@@ -220,29 +220,21 @@ async def test_chunks_already_waiting_arrive_as_fewer_text_events(wire: WireServ
     await check_waiting_chunks_batched(wire, lambda: provider.stream(request()))
 
 
-async def test_answers_reuse_one_upstream_connection(kept_alive: WireServer) -> None:
-    provider = OpenAIProvider(make_settings(), api_key=SecretStr(KEY), base_url=kept_alive.openai_base_url)
-    try:
-        await check_connection_reused(kept_alive, lambda text: provider.stream(request(text)))
-    finally:
-        await provider.aclose()
+async def test_answers_reuse_one_upstream_connection(kept_alive: WireServer, closing) -> None:
+    provider = closing(OpenAIProvider(make_settings(), api_key=SecretStr(KEY), base_url=kept_alive.openai_base_url))
+    await check_connection_reused(kept_alive, lambda text: provider.stream(request(text)))
 
 
-async def test_a_fast_burst_is_not_held_back_by_read_pacing(wire: WireServer) -> None:
+async def test_a_fast_burst_is_not_held_back_by_read_pacing(wire: WireServer, closing) -> None:
     pacer = ReadPacer()
-    provider = OpenAIProvider(make_settings(), api_key=SecretStr(KEY), base_url=wire.openai_base_url, reads=pacer)
-    try:
-        await check_fast_burst_not_held_back(wire, lambda: provider.stream(request()), pacer)
-    finally:
-        await provider.aclose()
+    provider = closing(OpenAIProvider(make_settings(), api_key=SecretStr(KEY), base_url=wire.openai_base_url,
+                                      reads=pacer))
+    await check_fast_burst_not_held_back(wire, lambda: provider.stream(request()), pacer)
 
 
-async def test_over_https_a_fast_answer_arrives_whole_and_on_time(tls_wire: WireServer) -> None:
-    provider = OpenAIProvider(make_settings(), api_key=SecretStr(KEY), base_url=tls_wire.openai_base_url)
-    try:
-        await check_https_stream_keeps_pace(tls_wire, lambda: provider.stream(request()))
-    finally:
-        await provider.aclose()
+async def test_over_https_a_fast_answer_arrives_whole_and_on_time(tls_wire: WireServer, closing) -> None:
+    provider = closing(OpenAIProvider(make_settings(), api_key=SecretStr(KEY), base_url=tls_wire.openai_base_url))
+    await check_https_stream_keeps_pace(tls_wire, lambda: provider.stream(request()))
 
 
 async def test_closing_early_disconnects_within_a_second(wire: WireServer, provider: OpenAIProvider) -> None:
@@ -367,23 +359,17 @@ def test_anything_unexpected_at_an_adapter_boundary_is_still_a_provider_error(ca
     assert "AttributeError" in caplog.text  # logged with its traceback for the developers
 
 
-async def test_proxy_variables_are_honoured(wire: WireServer, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_proxy_variables_are_honoured(wire: WireServer, monkeypatch: pytest.MonkeyPatch, closing) -> None:
     """With HTTP_PROXY set the SDK's own transport serves (aiohttp's would not
     read the proxy settings): requests go through the proxy, hosts in NO_PROXY
     are reached directly, and both stream their answers, paced as usual."""
     monkeypatch.setenv("HTTP_PROXY", wire.url)
     monkeypatch.setenv("NO_PROXY", "localhost")
-    provider = OpenAIProvider(make_settings(), api_key=SecretStr(KEY), base_url="http://upstream.test/v1")
-    try:
-        events, error = await collect(provider.stream(request("via the proxy")))
-        assert error is None and text_of(events) == "Echo: via the proxy"
-        assert wire.chat_requests[-1].proxied and wire.chat_requests[-1].path == "/v1/chat/completions"
-    finally:
-        await provider.aclose()
+    provider = closing(OpenAIProvider(make_settings(), api_key=SecretStr(KEY), base_url="http://upstream.test/v1"))
+    events, error = await collect(provider.stream(request("via the proxy")))
+    assert error is None and text_of(events) == "Echo: via the proxy"
+    assert wire.chat_requests[-1].proxied and wire.chat_requests[-1].path == "/v1/chat/completions"
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    provider = OpenAIProvider(make_settings(), api_key=SecretStr(KEY), base_url=wire.openai_base_url)
-    try:
-        await check_fast_upstream_read_in_batches(wire, lambda: provider.stream(request()))
-        assert not wire.chat_requests[-1].proxied
-    finally:
-        await provider.aclose()
+    provider = closing(OpenAIProvider(make_settings(), api_key=SecretStr(KEY), base_url=wire.openai_base_url))
+    await check_fast_upstream_read_in_batches(wire, lambda: provider.stream(request()))
+    assert not wire.chat_requests[-1].proxied

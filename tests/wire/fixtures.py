@@ -45,6 +45,20 @@ def wire(sdk_env: None) -> Iterator[WireServer]:
 
 
 @pytest.fixture
+async def closing() -> AsyncIterator[Callable[[Any], Any]]:
+    """Adapters a test builds for itself, closed after it: ``provider = closing(OpenAIProvider(...))``."""
+    opened: list[Any] = []
+
+    def keep(provider: Any) -> Any:
+        opened.append(provider)
+        return provider
+
+    yield keep
+    for provider in opened:
+        await provider.aclose()
+
+
+@pytest.fixture
 def tls_wire(sdk_env: None, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[WireServer]:
     """A wire server on HTTPS, its throwaway CA trusted as a provider's would be."""
     ca, cert, key = tls_files(tmp_path)
