@@ -36,6 +36,7 @@ from tests.wire.fixtures import closing, kept_alive, sdk_env, tls_wire, collect,
 from tests.wire.fixtures import (
     check_connection_reused,
     check_fast_burst_not_held_back,
+    check_opening_answer_goes_first,
     check_fast_upstream_read_in_batches,
     check_https_stream_keeps_pace,
     check_malformed_lines_skipped,
@@ -230,6 +231,13 @@ async def test_a_fast_burst_is_not_held_back_by_read_pacing(wire: WireServer, cl
     provider = closing(OpenAIProvider(make_settings(), api_key=SecretStr(KEY), base_url=wire.openai_base_url,
                                       reads=pacer))
     await check_fast_burst_not_held_back(wire, lambda: provider.stream(request()), pacer)
+
+
+async def test_an_answer_waiting_for_its_first_token_goes_first(wire: WireServer, closing) -> None:
+    pacer = ReadPacer()
+    provider = closing(OpenAIProvider(make_settings(), api_key=SecretStr(KEY), base_url=wire.openai_base_url,
+                                      reads=pacer))
+    await check_opening_answer_goes_first(wire, lambda: provider.stream(request()), pacer)
 
 
 async def test_over_https_a_fast_answer_arrives_whole_and_on_time(tls_wire: WireServer, closing) -> None:

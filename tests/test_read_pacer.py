@@ -33,3 +33,17 @@ def test_a_body_that_ended_no_longer_counts() -> None:
             assert pacer.streams == 2
         assert pacer.streams == 1
     assert pacer.streams == 0
+
+
+def test_while_an_answer_opens_the_streaming_ones_read_at_the_longest_gap() -> None:
+    pacer = ReadPacer(reads_per_s=400)
+    with pacer.streaming():
+        with pacer.opening() as opening:
+            assert pacer.gap() == MAX_READ_GAP, "a new request's first token goes first"
+            opening.first_text()
+            assert pacer.gap() == READ_GAP, "its first text came: no one is held back"
+            opening.first_text()  # told twice: counted once
+            assert pacer.opening_now == 0
+        with pacer.opening(), pacer.opening():
+            assert pacer.opening_now == 2
+        assert pacer.opening_now == 0 and pacer.gap() == READ_GAP, "answers that ended without text"

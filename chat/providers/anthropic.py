@@ -106,7 +106,7 @@ class AnthropicProvider:
         # No temperature: anthropic 2.12 dropped the parameter from messages.create
         # (current models reject it), so request.temperature is not sent.
         decoder = AnthropicDecoder(model_id, self._secret())
-        with self._errors(model_id):
+        with self._errors(model_id), self._reads.opening() as opening:
             client = await self._clients.get()
             # The body is already in the wire's shape: given as extra_body it is
             # sent as it is, skipping the SDK's walk of its typed parameters.
@@ -114,7 +114,7 @@ class AnthropicProvider:
                 model=request.model, messages=[], stream=True, extra_body=body,
                 max_tokens=request.max_tokens or self._settings.max_output_tokens,
             ) as response:
-                reading = read_text(response.iter_bytes(), decoder, self._reads, response.http_response.extensions)
+                reading = read_text(response.iter_bytes(), decoder, self._reads, response.http_response.extensions, opening)
                 async with contextlib.aclosing(reading) as texts:
                     async for delta in texts:
                         yield delta

@@ -132,14 +132,14 @@ class OllamaProvider:
             "options": options,
         }
         decoder = OllamaDecoder(model_id)
-        with self._errors(model_id):
+        with self._errors(model_id), self._reads.opening() as opening:
             client = await self._clients.get()
             # The SDK's own httpx client: its base URL, headers and key.
             async with client._client.stream("POST", "/api/chat", json=body) as response:
                 if response.status_code >= 400:
                     await response.aread()
                     raise ollama.ResponseError(response.text, response.status_code)
-                reading = read_text(response.aiter_bytes(), decoder, self._reads, response.extensions)
+                reading = read_text(response.aiter_bytes(), decoder, self._reads, response.extensions, opening)
                 async with contextlib.aclosing(reading) as texts:
                     async for delta in texts:
                         yield delta

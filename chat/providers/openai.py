@@ -135,7 +135,7 @@ class OpenAIProvider:
             official = self._base_url == DEFAULT_BASE_URL
             params["max_completion_tokens" if official else "max_tokens"] = request.max_tokens
         decoder = OpenAIDecoder(model_id, self._secret())
-        with self._errors(model_id):
+        with self._errors(model_id), self._reads.opening() as opening:
             client = await self._clients.get()
             # The body is already in the wire's shape: given as extra_body it is
             # sent as it is, skipping the SDK's walk of its typed parameters
@@ -143,7 +143,7 @@ class OpenAIProvider:
             async with client.chat.completions.with_streaming_response.create(
                 model=request.model, messages=[], stream=True, extra_body=params
             ) as response:
-                reading = read_text(response.iter_bytes(), decoder, self._reads, response.http_response.extensions)
+                reading = read_text(response.iter_bytes(), decoder, self._reads, response.http_response.extensions, opening)
                 async with contextlib.aclosing(reading) as texts:
                     async for delta in texts:
                         yield delta

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -241,3 +242,56 @@ async def check_https_stream_keeps_pace(wire: WireServer, stream: Callable[[], A
     assert error is None and text_of(events) == "".join(tokens)
     held = len(tokens) * READ_GAP  # one token per read gap: 4 s
     assert elapsed < held / 4, f"{elapsed:.2f} s for a 0.2 s answer (one token per read gap would take {held:.0f} s)"
+
+
+async def check_opening_answer_goes_first(wire: WireServer, stream: Callable[[], AsyncIterator[Any]],
+                                          pacer: Any) -> None:
+    """While one answer waits for its first token, an answer already streaming
+    reads every MAX_READ_GAP (its text whole, in fewer pieces): the new
+    request gets the CPU. Once no answer is opening — it got its text, or it
+    failed, or it was stopped before any — nothing is held back any more."""
+    import asyncio
+
+    from chat.events import TextDelta
+    from chat.providers.body import MAX_READ_GAP
+
+    tokens = [f"w{i} " for i in range(300)]
+
+    async def flowing() -> tuple[list[Any], BaseException | None]:
+        wire.enqueue(Script(tokens=tokens, rate=600))  # 0.5 s
+        return await collect(stream())
+
+    alone, error = await flowing()
+    assert error is None and text_of(alone) == "".join(tokens)
+    pieces_alone = sum(isinstance(e, TextDelta) for e in alone)
+
+    # The next request waits 0.8 s for its first token; its answer goes on after it.
+    wire.enqueue(Script(tokens=["late", " more"], headers_delay=0.8, stall=0.3, stall_after=1))
+    late = stream()
+    late_first = asyncio.ensure_future(first_text(late, 4))
+    while len(wire.chat_requests) < 2:
+        await asyncio.sleep(0.005)
+    assert pacer.opening_now == 1
+    beside, error = await flowing()
+    assert error is None and text_of(beside) == "".join(tokens)
+    pieces_beside = sum(isinstance(e, TextDelta) for e in beside)
+    assert pieces_beside < pieces_alone, f"{pieces_beside} pieces beside an opening answer, {pieces_alone} alone"
+    assert pieces_beside <= 0.5 / MAX_READ_GAP + 3, f"{pieces_beside} pieces in 0.5 s: not {MAX_READ_GAP} s apart"
+    assert await late_first == "late"
+    assert pacer.opening_now == 0, "its first text came: no longer opening, though its answer goes on"
+    events, error = await collect(late)
+    assert error is None and text_of(events) == " more"
+
+    wire.enqueue(Script(status=500, error="upstream broke"))  # failed before any text
+    _, error = await collect(stream())
+    assert error is not None and pacer.opening_now == 0
+    wire.enqueue(Script(tokens=["never"], headers_delay=5))  # stopped while waiting
+    waiting = stream()
+    pending = asyncio.ensure_future(anext(waiting))
+    while pacer.opening_now == 0:
+        await asyncio.sleep(0.005)
+    pending.cancel()
+    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+        await pending
+    await waiting.aclose()
+    assert pacer.opening_now == 0
