@@ -10,7 +10,7 @@ management stay in ``chat.service`` and below.
     schema       request body → ``CompletionRequest`` (400s that say what to change)
     completions  POST /v1/chat/completions (streaming and not)
     pump         the answer's events in a task of their own: heartbeat, disconnect
-    sse          the streamed part of an answer (a StreamingResponse)
+    sse          the streamed part of an answer (a StreamingResponse that sends its own body)
     chunks       events → chat.completion.chunk SSE bytes / chat.completion
     errors       ApiError and OpenAI's error body
     models       GET /v1/models

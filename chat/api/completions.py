@@ -225,7 +225,6 @@ async def _stream(api: Api, pump: EventPump, answer: Answer, chain: str, admissi
                 first.append(item)
                 # The first text commits the headers (with the rest of this batch).
                 texted = texted or type(item) is TextDelta
-    pump.unwatch()  # from here on Starlette's StreamingResponse watches for the disconnect
 
     def describe(exc: BaseException) -> dict[str, Any]:
         return _failure(api, exc).body()
@@ -246,6 +245,7 @@ async def _stream(api: Api, pump: EventPump, answer: Answer, chain: str, admissi
     call.streaming = True
     headers = {**SSE_HEADERS, **_headers(answer, chain), "X-Stream-Id": answer.id}
     if resumable and admission.identity is not None:
+        pump.unwatch()  # the answer runs on without its client; FollowStream watches the reader
         run = api.streams.start(pump, answer, opening, outcome=outcome, describe=describe, on_end=on_end,
                                 owner=admission.identity.key, headers=_headers(answer, chain))
         return FollowStream(api.streams.follow_local(run, 0), {**headers, "X-Resumable": "true"},

@@ -9,11 +9,13 @@ it offers are done here already (``EventPump``).
 Each write is everything that arrived since the last one (``EventPump.get``),
 so a slow client gets fewer, larger writes and nothing waits to be batched.
 Ends with the finish/usage chunks and ``[DONE]``, or an error event and
-``[DONE]``. A disconnect cancels the body (Starlette listens for it); however
-the response ends — even if the client left before the body started — the
-pump is closed (closing the provider stream) and ``on_end`` runs once with the
-outcome: "ok", "failed_midstream" (an error event was sent), "client_closed"
-or "internal_error".
+``[DONE]``. A disconnect ends the body: the pump watches for it (``GONE``),
+so the response sends its body itself, without the task group and second
+listener Starlette's ``StreamingResponse`` would start for every answer.
+However the response ends — even if the client left before the body
+started — the pump is closed (closing the provider stream) and ``on_end``
+runs once with the outcome: "ok", "failed_midstream" (an error event was
+sent), "client_closed" or "internal_error".
 """
 
 from __future__ import annotations
@@ -82,12 +84,20 @@ class AnswerStream(StreamingResponse):
         self._describe = describe
         self._on_end = on_end
         self._outcome: str | None = None  # set once the answer's end was sent
-        super().__init__(self._body(opening, outcome), headers=headers, media_type="text/event-stream")
+        self._body_now = self._body(opening, outcome)
+        super().__init__(self._body_now, headers=headers, media_type="text/event-stream")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = self._body_now
         try:
-            await super().__call__(scope, receive, send)
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            async for chunk in body:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except OSError:  # servers on ASGI 2.4 raise on a send to a client that left
+            pass
         finally:
+            await body.aclose()
             self._pump.close()
             await self._on_end(self._outcome or "client_closed")
 
@@ -101,7 +111,10 @@ class AnswerStream(StreamingResponse):
             yield opening
             pump.sent()
             while self._outcome is None:
-                payload = self._encode(await pump.get())
+                batch = await pump.get()
+                if any(item is GONE for item in batch):
+                    return  # the client left: "client_closed"
+                payload = self._encode(batch)
                 if payload:
                     yield payload
                     pump.sent()
