@@ -26,6 +26,7 @@ from tests.wire import WireServer
 HEARTBEAT = 0.5
 MAX_BYTES = 100_000
 GPT, CLAUDE = "openai:wire-gpt", "anthropic:wire-claude"
+UI_ORIGIN = "https://ui.example"  # CHAT_CORS_ORIGINS: a front end on another site
 WORDS = [f"w{i} " for i in range(30)]
 
 
@@ -47,6 +48,7 @@ def url(wire: WireServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         CHAT_MAX_REQUEST_BYTES=str(MAX_BYTES),
         CHAT_MAX_MESSAGE_CHARS="20000",
         CHAT_COOLDOWN_SECONDS="0",  # one test's failures must not bench a model for the next
+        CHAT_CORS_ORIGINS=UI_ORIGIN,
     )
     with run_app(env, cwd, cwd / "app.log") as app_url:
         yield app_url
@@ -75,6 +77,24 @@ def test_the_api_answers_json_next_to_the_page_with_ssr_requested(url):
         assert response.headers["content-type"] == "application/json", (path, response.text[:200])
         response.json()
     assert httpx.get(url + "metrics", timeout=10).headers["content-type"].startswith("text/plain")
+
+
+def test_a_page_on_a_listed_origin_calls_the_api_and_reads_which_model_answered(url):
+    """CHAT_CORS_ORIGINS lists the origin: the browser's preflight is answered,
+    and the answer lets the page read the model headers; another origin is refused."""
+    browser = {"Host": "relay.example", "Origin": UI_ORIGIN}
+    preflight = httpx.options(url + "v1/chat/completions", timeout=10, headers={
+        **browser, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization,content-type"})
+    assert preflight.status_code == 200 and preflight.headers["access-control-allow-origin"] == UI_ORIGIN
+    answer = httpx.post(url + "v1/chat/completions", json=ask("Say hello"), headers=browser, timeout=60)
+    assert answer.status_code == 200 and answer.headers["access-control-allow-origin"] == UI_ORIGIN
+    readable = {name.strip().lower() for name in answer.headers["access-control-expose-headers"].split(",")}
+    assert {"x-model-name", "x-model-tier", "x-fallback-used", "x-fallback-chain", "retry-after"} <= readable
+    assert answer.headers["x-model-name"] == GPT
+    refused = httpx.post(url + "v1/chat/completions", json=ask("Say hello"), timeout=10,
+                         headers={"Host": "relay.example", "Origin": "https://elsewhere.example"})
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "origin_not_allowed"
+    assert "access-control-expose-headers" not in httpx.get(url + "v1/models", timeout=10).headers, "not for curl"
 
 
 def test_models_list_in_openai_format_with_tier_window_and_state(sdk, url):

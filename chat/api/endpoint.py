@@ -4,7 +4,8 @@
 (before the body is read), runs the handler, turns an ``ApiError`` into its
 JSON response, adds the admission's headers to whatever goes out (errors
 included) and counts the request in the metrics. A streaming response counts
-itself when its last byte is sent.
+itself when its last byte is sent. A browser's request (it has an ``Origin``)
+also gets the list of headers its page may read (CORS hides the rest).
 """
 
 from __future__ import annotations
@@ -27,6 +28,13 @@ from .monitor import HealthMonitor
 __all__ = ["Api", "Call", "Handler"]
 
 log = logging.getLogger(__name__)
+
+# The response headers a page on another origin may read (CORS hides all but
+# a few by default): which model answered, the stream's id, the limits.
+EXPOSED_HEADERS = ", ".join([
+    "X-Model-Name", "X-Model-Tier", "X-Fallback-Used", "X-Fallback-Chain", "X-Stream-Id", "X-Resumable",
+    "Retry-After", "retry-after-ms", "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset",
+])
 
 
 @dataclass
@@ -62,6 +70,12 @@ class Api:
 
     def endpoint(self, route: str, handler: Handler, methods: tuple[str, ...]) -> Callable[[Request], Awaitable[Response]]:
         async def run(request: Request) -> Response:
+            response = await serve(request)
+            if "origin" in request.headers:  # a browser: on an allowed origin (CHAT_CORS_ORIGINS) it may read these
+                response.headers["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
+            return response
+
+        async def serve(request: Request) -> Response:
             call = Call(route)
             if request.method not in methods:
                 error = ApiError(405, f"{route} accepts {' or '.join(methods)}, not {request.method}.",
