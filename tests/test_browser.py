@@ -24,11 +24,18 @@ def bot_text(page) -> str:
     return "\n".join(page.locator('[data-testid="bot"]').all_inner_texts())
 
 
+ANSWER_TEXT_JS = """() => {
+  const answers = [...document.querySelectorAll('[data-testid="bot"]')]
+    .filter((b) => !b.querySelector('.thought-group'));
+  return answers.length ? answers[answers.length - 1].innerText : "";
+}"""
+
+
 def answer_text(page) -> str:
-    """The last answer's text (the notes above it change as they settle: live
-    figures while streaming, a note folding away when the answer ends)."""
-    bots = page.locator('[data-testid="bot"]')
-    return bots.last.inner_text() if bots.count() else ""
+    """The last answer's text, notes left out: a note (a collapsible block with
+    live figures) is the last bubble until the first text shows, and it changes
+    as it settles."""
+    return page.evaluate(ANSWER_TEXT_JS)
 
 
 def test_send_watch_it_stream_then_stop(browser, app_url, artifacts_dir):
