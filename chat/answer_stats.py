@@ -163,6 +163,15 @@ class AnswerStats:
         if self.ended_at is None:
             self.ended_at = self._clock()
 
+    def reported_tokens(self) -> dict[str, tuple[int, int]]:
+        """Tokens the providers reported, per model: (input, output)."""
+        out: dict[str, tuple[int, int]] = {}
+        for call in self._calls:
+            if call.model and (call.input_tokens is not None or call.output_tokens is not None):
+                tokens_in, tokens_out = out.get(call.model, (0, 0))
+                out[call.model] = (tokens_in + (call.input_tokens or 0), tokens_out + (call.output_tokens or 0))
+        return out
+
     def models(self) -> tuple[str, ...]:
         """The models that wrote part of the answer, in order."""
         return tuple(dict.fromkeys(c.model for c in self._calls if c.wrote and c.model))

@@ -72,6 +72,7 @@ class AnswerView:
         self._route_note: dict[str, object] | None = None
         self.model_id: str | None = None
         self.finish_reason: str | None = None
+        self.fallbacks: list[tuple[str, str]] = []  # (failed model, reason), in order
         self._tier: str | None = None
         self._switched = False
         self._failed = False
@@ -106,6 +107,7 @@ class AnswerView:
                     "content": f"{model_id} failed: {reason}. Retrying in {delay:.1f} s.",
                 })
             case FallingBack(failed_model=failed, reason=reason, next_model=nxt, continuing=continuing):
+                self.fallbacks.append((failed, reason))
                 what = "continues the answer from where it stopped" if continuing else "answers instead"
                 self._notes.append({
                     "title": f"⚠️ {failed} failed ({reason}) — {nxt} {what}",
@@ -182,6 +184,17 @@ class AnswerView:
         else:
             return f"🤖 {auto}{label}"
         return f"🤖 {auto}{text}" if auto else f"🤖 {text[0].upper()}{text[1:]}"
+
+    @property
+    def failed(self) -> bool:
+        """The answer ended on a failure (``fail``)."""
+        return self._failed
+
+    @property
+    def first_model(self) -> str | None:
+        """The model whose text starts the answer (else the last one chosen)."""
+        writers = self.stats.models()
+        return writers[0] if writers else self.model_id
 
     def close(self) -> None:
         """The answer's stream is over (whatever ended it): the route note is done."""

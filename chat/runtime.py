@@ -16,7 +16,7 @@ import logging
 import secrets
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from .cache import MemoryKeyValue, ResponseCache
 from .catalogue import LOCAL_MODEL_ID, Catalogue, load_catalogue
 from .config import Settings
 from .context import ContextManager
+from .metrics import Metrics
 from .preview import Preview
 from .providers import Provider, build_providers
 from .router import Router
@@ -60,6 +61,7 @@ class Runtime:
     gate: Gate
     access: Access
     cooldown_mirror: SharedCooldowns | None = None
+    metrics: Metrics = field(default_factory=Metrics)  # GET /metrics: the API's answers and the page's
 
     @classmethod
     def build(cls, settings: Settings, providers: Mapping[str, Provider] | None = None,

@@ -17,10 +17,22 @@ from collections.abc import Iterator
 import httpx
 import openai
 import pytest
+from gradio_client import Client
 
 from chat.continuation import continue_instruction
 from tests.api_support import metric, post_stream
-from tests.e2e_support import SYSTEM, model_of, requests_for, run_app, tag, wait_for, wire_env, write_catalogue
+from tests.e2e_support import (
+    SYSTEM,
+    answer_of,
+    chat,
+    model_of,
+    requests_for,
+    run_app,
+    tag,
+    wait_for,
+    wire_env,
+    write_catalogue,
+)
 from tests.wire import WireServer
 
 HEARTBEAT = 0.5
@@ -402,3 +414,49 @@ def test_metrics_count_a_request_and_a_fallback(url):
     assert after[2] > before[2]
     assert after[3] == before[3] + 1
     assert metric(url, "relay_api_active_streams") == 0
+
+
+def test_metrics_count_page_answers_apart_from_the_api(url):
+    """A message sent from the page (Gradio's /chat route) is counted under
+    relay_page_*, with the model that answered and the one that fell back;
+    the API's request counter does not move."""
+    ok = dict(model=CLAUDE, outcome="ok")
+    fell = dict(model=GPT, reason="unavailable or overloaded")
+    def values() -> tuple[float, ...]:
+        return (metric(url, "relay_page_answers_total", **ok), metric(url, "relay_page_fallbacks_total", **fell),
+                metric(url, "relay_page_tokens_total", model=CLAUDE, direction="output"),
+                metric(url, "relay_page_time_to_first_token_seconds_count", model=CLAUDE),
+                metric(url, "relay_page_answer_duration_seconds_count", model=CLAUDE),
+                metric(url, "relay_api_requests_total", route="/v1/chat/completions"))
+
+    before = values()
+    outcome = chat(url, f"Count me {tag()} [[fail:503@wire-gpt]]", GPT)
+    assert outcome.error is None and outcome.answer.startswith("Echo: Count me"), outcome.payload_text()[:500]
+    after = wait_for(lambda: (v := values()) and v[0] > before[0] and v, 5, "the answer to be counted")
+    assert after[:5] == (before[0] + 1, before[1] + 1, after[2], before[3] + 1, before[4] + 1)
+    assert after[2] > before[2], "the tokens Claude reported"
+    assert after[5] == before[5], "a page answer is not an API request"
+    assert metric(url, "relay_page_active_answers") == 0
+
+
+def test_metrics_count_a_page_answer_stopped_midway(url, wire):
+    marker = tag()
+    stopped = dict(model=GPT, outcome="stopped")
+    before = metric(url, "relay_page_answers_total", **stopped)
+    client = Client(url, verbose=False)
+    job = client.submit(f"Talk {marker} [[tokens:400]] [[delay:0.05]]", GPT, SYSTEM, 0.5, 1024, api_name="/chat")
+    wait_for(lambda: job.outputs() and answer_of(job.outputs()[-1]), 20, "the answer to start streaming", 0.05)
+    assert metric(url, "relay_page_active_answers") == 1
+    job.cancel()
+    wait_for(lambda: metric(url, "relay_page_answers_total", **stopped) == before + 1, 5, "the stop to be counted")
+    assert metric(url, "relay_page_active_answers") == 0
+    [request] = requests_for(wire, marker)
+    assert request.disconnected is not None, "the upstream was hung up on"
+
+
+def test_metrics_count_a_page_answer_no_model_could_give(url):
+    failed = dict(model=CLAUDE, outcome="failed")  # the last model tried
+    before = metric(url, "relay_page_answers_total", **failed)
+    outcome = chat(url, f"Fail me {tag()} [[fail:503]]", GPT)
+    assert "❌ The answer could not be completed" in outcome.titles, outcome.payload_text()[:500]
+    wait_for(lambda: metric(url, "relay_page_answers_total", **failed) == before + 1, 5, "the failure to be counted")

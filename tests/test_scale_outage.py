@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import free_port
 from tests.e2e_support import queue_chat, requests_for, tag, write_catalogue
@@ -70,6 +71,12 @@ def test_redis_started_late_the_replica_waits_for_it_and_shares_through_it(setup
 
 def test_a_refusal_on_the_page_is_a_note_in_the_chat_saying_when_to_try_again(setup, wire):
     url, _, _, _, _ = setup
+    def counted(outcome: str) -> float:
+        text = api(url, KEY, method="GET", path="metrics").text
+        return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+                   if s.name == "relay_page_answers_total" and s.labels["outcome"] == outcome)
+
+    before = counted("ok"), counted("refused")
     last = None
     marker = tag()
     for _ in range(5):  # the page's identity here is its address; the limit is 4 a minute
@@ -82,6 +89,7 @@ def test_a_refusal_on_the_page_is_a_note_in_the_chat_saying_when_to_try_again(se
     assert "Rate limit reached" in note["content"] and "Try again in" in note["content"]
     assert len(messages) == 1, "only the note: nothing was asked of a model"
     assert len(requests_for(wire, marker)) == 4
+    assert (counted("ok"), counted("refused")) == (before[0] + 4, before[1] + 1), "/metrics counts the refusal"
 
 
 def test_a_replica_that_dies_leaves_no_stuck_stream_lease(setup, wire):

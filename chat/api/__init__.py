@@ -4,7 +4,7 @@ A sibling of ``chat.ui``: it translates HTTP into ``Turn`` and the service's
 typed events into Chat Completions chunks; routing, fallback and context
 management stay in ``chat.service`` and below.
 
-    routes       the route table
+    routes       the route table (and GET /metrics: the service's ``chat.metrics``)
     endpoint     the wrapper every route goes through (edge, errors, headers, metrics)
     edge         who may call (the hook for keys and limits)
     schema       request body → ``CompletionRequest`` (400s that say what to change)
@@ -16,7 +16,6 @@ management stay in ``chat.service`` and below.
     models       GET /v1/models
     health       GET /health
     monitor      the live provider checks behind /health, cached
-    metrics      GET /metrics (prometheus-client, a registry of its own)
 """
 
 from .edge import Admission, Edge, OpenEdge

@@ -41,7 +41,6 @@ from ..service import Turn
 from .chunks import PING as PING_BYTES
 from .chunks import Answer
 from .errors import ApiError, from_chat_error
-from .metrics import reason_label
 from .pump import END, GONE, PING, EventPump, Failed
 from .resume import FollowStream
 from .schema import CompletionRequest, parse_completion
@@ -255,15 +254,8 @@ async def _stream(api: Api, pump: EventPump, answer: Answer, chain: str, admissi
 
 def _observe(api: Api, answer: Answer, call: Call) -> None:
     """Per-answer metrics (the request itself is counted by the route wrapper)."""
-    m = api.metrics
-    if answer.stats.first_text_at is not None:
-        m.ttft.labels(answer.first_model).observe(answer.stats.first_text_at - call.started)
-    for model_id, (tokens_in, tokens_out) in answer.tokens_by_model.items():
-        if tokens_in:
-            m.tokens.labels(model_id, "input").inc(tokens_in)
-        if tokens_out:
-            m.tokens.labels(model_id, "output").inc(tokens_out)
-    for failed, reason in answer.fallbacks:
-        m.fallbacks.labels(failed, reason_label(reason)).inc()
+    first_text_at = answer.stats.first_text_at
+    api.metrics.api.observe(answer.first_model, None if first_text_at is None else first_text_at - call.started,
+                            {m: (c[0], c[1]) for m, c in answer.tokens_by_model.items()}, answer.fallbacks)
     if call.streaming:
         call.finish(api)

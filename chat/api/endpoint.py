@@ -19,10 +19,10 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..metrics import Metrics
 from ..runtime import Runtime
 from .edge import ANONYMOUS, Admission, Edge
 from .errors import ApiError
-from .metrics import Metrics
 from .monitor import HealthMonitor
 
 __all__ = ["Api", "Call", "Handler"]

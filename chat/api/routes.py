@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from ..metrics import CONTENT_TYPE_LATEST
 from ..runtime import Runtime
 from .completions import ROUTE as COMPLETIONS
 from .completions import chat_completions
@@ -17,7 +18,6 @@ from .edge import Admission, Edge
 from .endpoint import Api, Call, Handler
 from .errors import ApiError
 from .health import health
-from .metrics import CONTENT_TYPE_LATEST, Metrics
 from .guard import GuardEdge
 from .models import list_models, one_model
 from .monitor import HealthMonitor
@@ -46,7 +46,7 @@ def build_routes(runtime: Runtime, *, edge: Edge | None = None) -> list[BaseRout
     """The API's routes, to be declared before Gradio's own (they must not be shadowed)."""
     if edge is None:
         edge = GuardEdge(runtime.access, runtime.gate)
-    api = Api(runtime, edge, Metrics(), HealthMonitor(runtime))
+    api = Api(runtime, edge, runtime.metrics, HealthMonitor(runtime))
     api.streams = Streams(runtime.store, runtime.settings.resume_grace, runtime.settings.sse_heartbeat)
     table: list[tuple[str, Handler, tuple[str, ...]]] = [
         (COMPLETIONS, chat_completions, ("POST",)),

@@ -28,7 +28,7 @@ from .access import admit_page
 from .continuing import CLEAR_JS, STOP_JS, VISIBILITY_JS, last_answer, settle
 from .convert import content_text, history_to_messages
 from .menu import MODEL_INFO, model_choices, model_info
-from .updates import answer_updates
+from .updates import answer_updates, count_answer
 
 __all__ = ["LATEX", "build_demo"]
 
@@ -55,6 +55,7 @@ def build_demo(runtime: Runtime) -> gr.Blocks:
     locked = preview.locked
     pacer = Pacer(settings.stream_interval_ms / 1000)
     proxies = runtime.access.proxies
+    metrics = runtime.metrics
 
     def turn_from(message: str, history: list[Any], model_id: str | None, system_prompt: str | None,
                   temperature: float | None, max_tokens: float | None, *, answer_so_far: str = "") -> Turn:
@@ -80,6 +81,7 @@ def build_demo(runtime: Runtime) -> gr.Blocks:
         # Limits at the edge, as for the API: a refusal is a note in the chat.
         identity, ticket, refusal = await admit_page(runtime, request, proxies)
         if refusal is not None:
+            metrics.page_answer("none", "refused", None)
             yield refusal
             return
         turn = turn_from(message if isinstance(message, str) else content_text(message), history,
@@ -90,15 +92,27 @@ def build_demo(runtime: Runtime) -> gr.Blocks:
                 yield update
 
     async def answer_turn(identity: Identity, ticket: Pass, turn: Turn, view: AnswerView):
-        """The page updates of one admitted answer (its cost booked by the gate);
-        its stream lease is freed when it ends. Closed at once when the page goes
-        away or Stop is pressed, so the provider stream closes with it."""
+        """The page updates of one admitted answer (its cost booked by the gate,
+        the answer counted in the metrics); its stream lease is freed when it
+        ends. Closed at once when the page goes away or Stop is pressed, so the
+        provider stream closes with it."""
         events = runtime.gate.metered(identity, service.respond(turn))
+        outcome = "stopped"  # unless it ends by itself
+        metrics.page_active.inc()
         try:
             async with aclosing(answer_updates(events, runtime.router.catalogue, pacer, view=view)) as updates:
                 async for update in updates:
                     yield update
+            outcome = "failed" if view.failed else "ok"
+        except gr.Error:
+            outcome = "bad_request"
+            raise
+        except Exception:
+            outcome = "internal_error"
+            raise
         finally:
+            metrics.page_active.dec()
+            count_answer(metrics, view, outcome)
             await ticket.release()
 
     async def continue_answer(
@@ -118,6 +132,7 @@ def build_demo(runtime: Runtime) -> gr.Blocks:
             raise gr.Error("There is no answer to continue: send a message first.", title="Nothing to continue")
         identity, ticket, refusal = await admit_page(runtime, request, proxies)
         if refusal is not None:
+            metrics.page_answer("none", "refused", None)
             yield [*history, *refusal]
             return
         message = content_text(history[answer.user].get("content"))

@@ -17,10 +17,11 @@ import gradio as gr
 from ..catalogue import Catalogue
 from ..errors import ChatError, InputError, ProviderError
 from ..events import Event
+from ..metrics import Metrics
 from ..render import AnswerView
 from ..streaming import Pacer, coalesce
 
-__all__ = ["NOTE_DELAY", "answer_updates"]
+__all__ = ["NOTE_DELAY", "answer_updates", "count_answer"]
 
 NOTE_DELAY = 0.25  # seconds a notes-only update may wait for the first text
 
@@ -68,3 +69,13 @@ async def answer_updates(
         gr.Warning(message, title="The answer could not be completed")
         yield view.messages()
 
+
+
+def count_answer(metrics: Metrics, view: AnswerView, outcome: str) -> None:
+    """Count one page answer that ended (``outcome``: ``chat.metrics.PAGE_OUTCOMES``)."""
+    stats = view.stats
+    stats.end()
+    model = view.first_model or "none"
+    ttft = None if stats.first_text_at is None else stats.first_text_at - stats.started
+    metrics.page.observe(model, ttft, stats.reported_tokens(), view.fallbacks)
+    metrics.page_answer(model, outcome, stats.ended_at - stats.started)  # type: ignore[operator]
