@@ -11,6 +11,7 @@ note and the API's usage.
     cost          USD from the catalogue's prices, per model that answered;
                   None when a model has no price; 0 for a cached answer
     models        every model that wrote part of the answer, in order
+    fallbacks     (failed model, reason) of each fallback, in order (the metrics')
 
 ``estimated`` says some token count is an estimate (the page shows "~").
 
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .catalogue import Catalogue
-from .events import Cached, Event, Finish, InputEstimate, ModelSelected, TextDelta, Usage
+from .events import Cached, Event, FallingBack, Finish, InputEstimate, ModelSelected, TextDelta, Usage
 from .tokens import estimate_tokens
 
 __all__ = ["AnswerStats", "Figures"]
@@ -123,6 +124,7 @@ class AnswerStats:
         self._calls: list[_Call] = []
         self._input_estimate: int | None = None
         self._cached: Cached | None = None
+        self.fallbacks: list[tuple[str, str]] = []  # (failed model, reason)
 
     def apply(self, event: Event) -> None:
         if type(event) is TextDelta:
@@ -147,6 +149,8 @@ class AnswerStats:
                 self._cached = event
             case Finish():
                 self.ended_at = self._clock()
+            case FallingBack(failed_model=failed, reason=reason):
+                self.fallbacks.append((failed, reason))
 
     def _start(self, model_id: str) -> _Call:
         call = _Call(model_id)

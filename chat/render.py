@@ -72,7 +72,6 @@ class AnswerView:
         self._route_note: dict[str, object] | None = None
         self.model_id: str | None = None
         self.finish_reason: str | None = None
-        self.fallbacks: list[tuple[str, str]] = []  # (failed model, reason), in order
         self._tier: str | None = None
         self._switched = False
         self._failed = False
@@ -107,7 +106,6 @@ class AnswerView:
                     "content": f"{model_id} failed: {reason}. Retrying in {delay:.1f} s.",
                 })
             case FallingBack(failed_model=failed, reason=reason, next_model=nxt, continuing=continuing):
-                self.fallbacks.append((failed, reason))
                 what = "continues the answer from where it stopped" if continuing else "answers instead"
                 self._notes.append({
                     "title": f"⚠️ {failed} failed ({reason}) — {nxt} {what}",

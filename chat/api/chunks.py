@@ -99,13 +99,11 @@ class Answer:
     id: str = field(default_factory=lambda: "chatcmpl-" + secrets.token_hex(12))
     created: int = field(default_factory=lambda: int(time.time()))
     first_model: str | None = None  # the model whose text starts the answer
-    fallbacks: list[tuple[str, str]] = field(default_factory=list)  # (failed model, reason)
     notices: list[dict[str, Any]] = field(default_factory=list)  # not yet sent
     text: list[str] = field(default_factory=list)  # kept for non-streaming answers only
     keep_text: bool = False
     input_tokens: int = 0
     output_tokens: int = 0
-    tokens_by_model: dict[str, list[int]] = field(default_factory=dict)  # model → [in, out]
     finish_reason: str = "stop"
     seq: int = 0  # the id of the last event framed
     stats: AnswerStats = field(init=False)  # the live figures (usage.relay)
@@ -123,7 +121,7 @@ class Answer:
 
     @property
     def fallback_used(self) -> bool:
-        return bool(self.fallbacks)
+        return bool(self.stats.fallbacks)
 
     # -- following events --------------------------------------------------------
 
@@ -141,18 +139,13 @@ class Answer:
         match event:
             case ModelSelected(model_id=model_id):
                 self.model = model_id
-            case FallingBack(failed_model=failed, reason=reason):
-                self.fallbacks.append((failed, reason))
             case Usage(input_tokens=tokens_in, output_tokens=tokens_out):
                 self.input_tokens += tokens_in or 0
                 self.output_tokens += tokens_out or 0
-                counts = self.tokens_by_model.setdefault(self.model, [0, 0])
-                counts[0] += tokens_in or 0
-                counts[1] += tokens_out or 0
             case Finish(reason=reason):
                 self.finish_reason = _FINISH.get(reason, "stop")
             case Cached(input_tokens=tokens_in, output_tokens=tokens_out):
-                # The original answer's counts (no model was called: not in tokens_by_model).
+                # The original answer's counts (no model was called: not in the metrics' tokens).
                 self.input_tokens += tokens_in or 0
                 self.output_tokens += tokens_out or 0
         said = notice(event)

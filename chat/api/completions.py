@@ -254,8 +254,8 @@ async def _stream(api: Api, pump: EventPump, answer: Answer, chain: str, admissi
 
 def _observe(api: Api, answer: Answer, call: Call) -> None:
     """Per-answer metrics (the request itself is counted by the route wrapper)."""
-    first_text_at = answer.stats.first_text_at
-    api.metrics.api.observe(answer.first_model, None if first_text_at is None else first_text_at - call.started,
-                            {m: (c[0], c[1]) for m, c in answer.tokens_by_model.items()}, answer.fallbacks)
+    stats = answer.stats
+    ttft = None if stats.first_text_at is None else stats.first_text_at - call.started
+    api.metrics.api.observe(answer.first_model, ttft, stats.reported_tokens(), stats.fallbacks)
     if call.streaming:
         call.finish(api)

@@ -70,12 +70,11 @@ async def answer_updates(
         yield view.messages()
 
 
-
 def count_answer(metrics: Metrics, view: AnswerView, outcome: str) -> None:
     """Count one page answer that ended (``outcome``: ``chat.metrics.PAGE_OUTCOMES``)."""
     stats = view.stats
     stats.end()
     model = view.first_model or "none"
     ttft = None if stats.first_text_at is None else stats.first_text_at - stats.started
-    metrics.page.observe(model, ttft, stats.reported_tokens(), view.fallbacks)
+    metrics.page.observe(model, ttft, stats.reported_tokens(), stats.fallbacks)
     metrics.page_answer(model, outcome, stats.ended_at - stats.started)  # type: ignore[operator]
