@@ -118,11 +118,12 @@ async def read_text(
     logged once, at the end (model id and count only: no request content, no key).
     ``opening`` (the answer's ``ReadPacer.opening``) is told the first text.
     """
+    spacing = _Spacing(decoder, pacer)
     network = extensions.get("network_stream")
     if (reads := extensions.get(aio.READS)) is not None:
-        chunks, network = _paced_pulls(chunks, _Spacing(decoder, pacer), reads), None
+        chunks, network = _paced_pulls(chunks, spacing, reads), None
     try:
-        with pacer.streaming(), _PacedReads(network, _Spacing(decoder, pacer)):
+        with pacer.streaming(), _PacedReads(network, spacing):
             async with aclosing(coalesce(chunks, 0.0)) as batches:
                 try:
                     async for batch in batches:
