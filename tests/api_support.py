@@ -66,9 +66,11 @@ def post_stream(url: str, body: dict[str, Any], *, timeout: float = 60, stop_aft
     return out
 
 
-def metric(url: str, name: str, **labels: str) -> float:
-    """The value of one sample of /metrics (0 when absent)."""
-    text = httpx.get(url + "metrics", timeout=10).text
+def metric(url: str, name: str, *, key: str | None = None, **labels: str) -> float:
+    """The value of one sample of /metrics (0 when absent), summed over the
+    labels not given; ``key``: the API key /metrics needs when keys are set."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    text = httpx.get(url + "metrics", headers=headers, timeout=10).text
     total = 0.0
     for family in text_string_to_metric_families(text):
         for sample in family.samples:

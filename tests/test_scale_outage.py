@@ -14,8 +14,8 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
+from tests.api_support import metric
 from tests.conftest import free_port
 from tests.e2e_support import queue_chat, requests_for, tag, write_catalogue
 from tests.e2e_support import wire_env as base_env
@@ -72,9 +72,7 @@ def test_redis_started_late_the_replica_waits_for_it_and_shares_through_it(setup
 def test_a_refusal_on_the_page_is_a_note_in_the_chat_saying_when_to_try_again(setup, wire):
     url, _, _, _, _ = setup
     def counted(outcome: str) -> float:
-        text = api(url, KEY, method="GET", path="metrics").text
-        return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
-                   if s.name == "relay_page_answers_total" and s.labels["outcome"] == outcome)
+        return metric(url, "relay_page_answers_total", key=KEY, outcome=outcome)
 
     before = counted("ok"), counted("refused")
     last = None
